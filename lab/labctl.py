@@ -1,0 +1,1127 @@
+#!/usr/bin/env python3
+"""akig-lab: a miniature AKIG production on loopback, built from the real programs.
+
+    lab/akig-lab up            bring the lab up (idempotent)
+    lab/akig-lab down          stop everything; no process left, no port bound
+    lab/akig-lab status        health of every component (--json for machines)
+    lab/akig-lab fault NAME    inject a real fault (see `faults`); NAME=clear restores
+    lab/akig-lab faults        list the faults
+    lab/akig-lab reset         down, wipe the state folder, up
+
+Topology (each lab host has its own loopback address and the standard ports):
+    db-1    127.0.0.11:5432  PostgreSQL 15 primary
+    db-2    127.0.0.12:5432  PostgreSQL 15 hot standby streaming from db-1
+    app-1   127.0.0.21       akig-backend :4000 (pm2 cluster), akig-worker, akig-frontend :3000
+    app-2   127.0.0.22       akig-backend :4000 (pm2 cluster)
+    cache-1 127.0.0.31:6379  Redis 7
+    saas-1  127.0.0.41:80    emulator of Twilio, SendGrid, Slack and the ticket tracker
+    sshd on every address, port 22, key in state/ssh/lab_key
+
+State (data directories, logs, keys, generated secrets) lives in lab/state/ (git ignores it),
+or in $AKIG_LAB_STATE.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+LAB_DIR = Path(__file__).resolve().parent
+REPO = LAB_DIR.parent
+STATE = Path(os.environ.get("AKIG_LAB_STATE", LAB_DIR / "state")).resolve()
+PG_BIN = Path(os.environ.get("AKIG_PG_BIN", "/usr/lib/postgresql/15/bin"))
+NODE_MODULES = LAB_DIR / "node_modules"
+PM2 = NODE_MODULES / ".bin" / "pm2"
+PYTHON = sys.executable
+
+DB_NODES = {"db-1": "127.0.0.11", "db-2": "127.0.0.12"}
+APP_HOSTS = {"app-1": "127.0.0.21", "app-2": "127.0.0.22"}
+CACHE = ("cache-1", "127.0.0.31", 6379)
+SAAS = ("saas-1", "127.0.0.41", 80)
+PG_PORT = 5432
+BACKEND_PORT = 4000
+FRONTEND_PORT = 3000
+ALL_ADDRESSES = [*DB_NODES.values(), *APP_HOSTS.values(), CACHE[1], SAAS[1]]
+PAYMENTS_INDEX = "payments_contract_id_idx"
+LAB_AUTHOR = {
+    "GIT_AUTHOR_NAME": "AKIG Deploy Bot", "GIT_AUTHOR_EMAIL": "deploy@akig.example",
+    "GIT_COMMITTER_NAME": "AKIG Deploy Bot", "GIT_COMMITTER_EMAIL": "deploy@akig.example",
+}
+
+FAULTS = {
+    "backend_crash": "akig-backend crashes repeatedly on every backend host until pm2 gives up (status errored)",
+    "frontend_broken": "the built frontend bundle is missing from dist/: pages answer 500 (blank page)",
+    "bad_deploy": "a deploy commit that breaks the backend at boot is deployed; akig-backend crash-loops",
+    "db_primary_down": "the primary's postmaster is SIGKILLed: the API answers 503 'Database connection failed'",
+    "jwt_secret_drift": "JWT_SECRET in the backend env file is changed and the backend restarted: every token is rejected",
+    "redis_sessions_corrupt": "session keys in Redis are overwritten with garbage / wrong types: login and auth fail",
+    "slow_queries": f"index {PAYMENTS_INDEX} is dropped: /api/payments seq-scans 200k rows per contract",
+    "memory_leak": "a deploy that keeps every request's buffer in memory is rolled out and traffic applied",
+    "sms_provider_down": "Twilio answers 503 (the emulator's outage mode)",
+    "email_provider_down": "SendGrid answers 503 (the emulator's outage mode)",
+    "provider_quota": "Twilio and SendGrid answer 429 Too Many Requests",
+    "clear": "undo every fault and return the lab to its baseline",
+}
+
+
+class LabError(Exception):
+    """A problem the operator can act on; the message says what to do."""
+
+
+def log(msg: str) -> None:
+    print(f"[lab] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------- helpers
+
+def run(cmd: list[str], *, check: bool = True, env: dict[str, str] | None = None, cwd: Path | None = None,
+        capture: bool = True, user: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    if user:
+        cmd = ["runuser", "-u", user, "--", *cmd]
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run(cmd, env=full_env, cwd=cwd, text=True, capture_output=capture, timeout=timeout)
+    if check and proc.returncode != 0:
+        out = ((proc.stderr or "") + (proc.stdout or "")).strip()[-2000:]
+        raise LabError(f"command failed ({proc.returncode}): {' '.join(cmd[:6])}...\n{out}")
+    return proc
+
+
+def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def port_owner(host: str, port: int) -> str:
+    proc = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        if f"{host}:{port}" in line or f"*:{port}" in line or f"0.0.0.0:{port}" in line:
+            return line.split("users:")[-1].strip() if "users:" in line else line.strip()
+    return "unknown process"
+
+
+def wait_for(pred: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(interval)
+    raise LabError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def http_json(url: str, *, method: str = "GET", body: Any = None, timeout: float = 3,
+              headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+            status = resp.status
+    except urllib.error.HTTPError as exc:
+        raw, status = exc.read(), exc.code
+    except (urllib.error.URLError, OSError) as exc:
+        return 0, {"error": str(getattr(exc, "reason", exc))}
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def fingerprint(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:12]
+
+
+def write_private(path: Path, text: str, owner: str | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(path, 0o600)
+    if owner:
+        shutil.chown(path, owner, owner)
+
+
+# --------------------------------------------------------------------------- secrets
+
+def load_secrets() -> dict[str, str]:
+    path = STATE / "secrets.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    tok = secrets.token_hex
+    values = {
+        "pg_superuser_password": tok(16),
+        "pg_replication_password": tok(16),
+        "pg_app_password": tok(16),
+        "redis_password": tok(16),
+        "jwt_secret": tok(32),
+        "probe_password": tok(12),
+        "twilio_account_sid": "AC" + tok(16),
+        "twilio_auth_token": tok(16),
+        "sendgrid_api_key": "SG." + tok(11) + "." + tok(21),
+        "slack_webhook_path": f"T{tok(4).upper()}/B{tok(4).upper()}/{tok(12)}",
+        "ticket_api_token": tok(20),
+    }
+    write_private(path, json.dumps(values, indent=2) + "\n")
+    return values
+
+
+# --------------------------------------------------------------------------- preflight
+
+def preflight() -> None:
+    missing = []
+    for path, hint in [
+        (PG_BIN / "postgres", "apt-get install postgresql-15"),
+        (Path("/usr/bin/redis-server"), "apt-get install redis-server"),
+        (Path("/usr/sbin/sshd"), "apt-get install openssh-server"),
+        (PM2, "npm ci --prefix lab"),
+    ]:
+        if not path.exists():
+            missing.append(f"{path} (install with: {hint})")
+    if not shutil.which("node"):
+        missing.append("node (install with: apt-get install nodejs)")
+    try:
+        import psycopg2  # noqa: F401  # the lab controller runs in .venv
+    except ImportError:
+        missing.append("psycopg2 in this Python (run the lab with lab/akig-lab, which uses .venv)")
+    if missing:
+        raise LabError("missing prerequisites; run scripts/setup.sh, or install:\n  - " + "\n  - ".join(missing))
+    try:
+        shutil.chown  # noqa: B018
+        import pwd
+        pwd.getpwnam("postgres")
+    except KeyError as exc:
+        raise LabError("the 'postgres' system user does not exist; install postgresql-15") from exc
+    if os.geteuid() != 0:
+        raise LabError("the lab must be run as root (PostgreSQL runs as 'postgres', sshd binds port 22)")
+
+
+def ensure_traversable(path: Path) -> None:
+    """PostgreSQL runs as 'postgres': every folder above its data must be searchable."""
+    for parent in [path, *path.parents]:
+        try:
+            mode = parent.stat().st_mode
+        except OSError:
+            continue
+        if not mode & 0o001:
+            os.chmod(parent, mode | 0o001)
+
+
+def check_port_free(service: str, host: str, port: int, ours: bool) -> None:
+    if port_open(host, port) and not ours:
+        raise LabError(
+            f"{service}: {host}:{port} is already in use by {port_owner(host, port)}; "
+            f"stop that process (or run `lab/akig-lab down` if it is an earlier lab) and try again")
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+@dataclass
+class PgNode:
+    name: str
+    host: str
+
+    @property
+    def dir(self) -> Path:
+        return STATE / self.name
+
+    @property
+    def data(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.dir / "run"
+
+    @property
+    def logfile(self) -> Path:
+        return self.dir / "log" / "postgresql.log"
+
+    def postmaster_pid(self) -> int | None:
+        pid = read_pid(self.data / "postmaster.pid")
+        return pid if pid and pid_alive(pid) else None
+
+    def running(self) -> bool:
+        return self.postmaster_pid() is not None
+
+    def pg_ctl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), *args], user="postgres", check=check,
+                   timeout=timeout)
+
+    def start(self) -> None:
+        if self.running():
+            return
+        check_port_free(f"PostgreSQL {self.name}", self.host, PG_PORT, ours=False)
+        (self.data / "postmaster.pid").unlink(missing_ok=True)
+        self.pg_ctl("-l", str(self.logfile), "-w", "-t", "60", "start")
+        wait_for(lambda: port_open(self.host, PG_PORT), 30, f"PostgreSQL {self.name} on {self.host}:{PG_PORT}")
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.running():
+            self.pg_ctl("-m", mode, "-w", "-t", "30", "stop", check=False)
+        pid = self.postmaster_pid()
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+
+    def node_conf(self) -> str:
+        return (
+            f"# {self.name}: written by the AKIG lab controller\n"
+            f"listen_addresses = '{self.host}'\nport = {PG_PORT}\n"
+            f"unix_socket_directories = '{self.run_dir}'\n"
+            f"cluster_name = '{self.name}'\n"
+        )
+
+
+def pg_nodes() -> list[PgNode]:
+    return [PgNode(n, h) for n, h in DB_NODES.items()]
+
+
+def pg_connect(node: PgNode, sec: dict[str, str], dbname: str = "postgres", timeout: int = 3):
+    import psycopg2
+    conn = psycopg2.connect(host=node.host, port=PG_PORT, user="postgres", dbname=dbname,
+                            password=sec["pg_superuser_password"], connect_timeout=timeout)
+    conn.autocommit = True
+    return conn
+
+
+def pg_query(node: PgNode, sec: dict[str, str], sql: str, params: tuple = (), dbname: str = "postgres") -> list[tuple]:
+    conn = pg_connect(node, sec, dbname)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+COMMON_PG_CONF = """
+# --- AKIG lab settings (shared by every node; node.conf holds what differs) ---
+wal_level = replica
+max_wal_senders = 10
+max_replication_slots = 10
+wal_keep_size = '256MB'
+wal_log_hints = on
+hot_standby = on
+hot_standby_feedback = on
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = all
+shared_buffers = '64MB'
+max_connections = 100
+log_min_duration_statement = 500
+log_line_prefix = '%m [%p] %q%u@%d '
+log_connections = off
+password_encryption = 'scram-sha-256'
+include_if_exists = 'node.conf'
+"""
+
+PG_HBA = """# AKIG lab: peer for the local postgres user, SCRAM over loopback TCP
+local   all             postgres                                peer
+local   all             all                                     scram-sha-256
+host    all             all             127.0.0.0/8             scram-sha-256
+host    replication     replicator      127.0.0.0/8             scram-sha-256
+"""
+
+
+def pg_prepare_dirs(node: PgNode) -> None:
+    for d in (node.dir, node.run_dir, node.logfile.parent):
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.chown(d, "postgres", "postgres")
+    os.chmod(node.dir, 0o700)
+
+
+def pgpass_path() -> Path:
+    return STATE / "pg" / "pgpass"
+
+
+def pg_up(sec: dict[str, str]) -> None:
+    primary, standby = pg_nodes()
+    (STATE / "pg").mkdir(parents=True, exist_ok=True)
+    shutil.chown(STATE / "pg", "postgres", "postgres")
+    write_private(pgpass_path(), f"127.0.0.0:*:*:replicator:{sec['pg_replication_password']}\n"
+                  + "".join(f"{h}:{PG_PORT}:*:replicator:{sec['pg_replication_password']}\n"
+                            for h in DB_NODES.values()), owner="postgres")
+    # primary
+    if not (primary.data / "PG_VERSION").exists():
+        log(f"initdb {primary.name}")
+        pg_prepare_dirs(primary)
+        pwfile = primary.dir / "pwfile"
+        write_private(pwfile, sec["pg_superuser_password"] + "\n", owner="postgres")
+        try:
+            run([str(PG_BIN / "initdb"), "-D", str(primary.data), "-U", "postgres", "--pwfile", str(pwfile),
+                 "--auth-local=peer", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"], user="postgres")
+        finally:
+            pwfile.unlink(missing_ok=True)
+        with open(primary.data / "postgresql.conf", "a") as fh:
+            fh.write(COMMON_PG_CONF)
+        (primary.data / "pg_hba.conf").write_text(PG_HBA)
+        (primary.data / "node.conf").write_text(primary.node_conf())
+        for f in ("pg_hba.conf", "node.conf"):
+            shutil.chown(primary.data / f, "postgres", "postgres")
+        primary.start()
+        pg_bootstrap_schema(primary, sec)
+    else:
+        pg_prepare_dirs(primary)
+    # Start whatever node exists; never start a node that would become a second primary.
+    for node in (primary, standby):
+        if (node.data / "PG_VERSION").exists() and not node.running():
+            pg_guarded_start(node, sec)
+    if not (standby.data / "PG_VERSION").exists():
+        pg_clone_standby(current_primary(sec) or primary, standby, sec)
+
+
+def pg_guarded_start(node: PgNode, sec: dict[str, str]) -> None:
+    others = [n for n in pg_nodes() if n.name != node.name and n.running()]
+    is_standby = (node.data / "standby.signal").exists()
+    if not is_standby:
+        for other in others:
+            try:
+                in_recovery = pg_query(other, sec, "SELECT pg_is_in_recovery()")[0][0]
+            except Exception:  # noqa: BLE001  # a node that does not answer cannot be judged
+                continue
+            if not in_recovery:
+                raise LabError(
+                    f"{node.name} is configured as a primary but {other.name} is already primary (a failover "
+                    f"happened); starting {node.name} would give two primaries. Rejoin it as a standby with "
+                    f"the pg_failover role's rejoin entry point, or run `lab/akig-lab reset`.")
+    log(f"start PostgreSQL {node.name} ({'standby' if is_standby else 'primary'})")
+    node.start()
+
+
+def pg_bootstrap_schema(primary: PgNode, sec: dict[str, str]) -> None:
+    log("create roles, database akig_db, schema and seed data (200k payments)")
+    pg_query(primary, sec, "CREATE ROLE replicator WITH REPLICATION LOGIN PASSWORD %s", (sec["pg_replication_password"],))
+    pg_query(primary, sec, "CREATE ROLE akig_app WITH LOGIN PASSWORD %s", (sec["pg_app_password"],))
+    pg_query(primary, sec, "CREATE DATABASE akig_db OWNER postgres")
+    env = {"PGPASSWORD": sec["pg_superuser_password"]}
+    base = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", primary.host, "-U", "postgres", "-d", "akig_db"]
+    run([*base, "-f", str(LAB_DIR / "sql" / "schema.sql")], env=env)
+    run([*base, "-v", f"probe_password={sec['probe_password']}", "-f", str(LAB_DIR / "sql" / "seed.sql")], env=env,
+        timeout=300)
+    for node in DB_NODES:
+        slot = node.replace("-", "_") + "_slot"
+        pg_query(primary, sec, "SELECT pg_create_physical_replication_slot(%s, true) "
+                 "WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)", (slot, slot))
+    pg_query(primary, sec, "CHECKPOINT")
+
+
+def pg_clone_standby(primary: PgNode, standby: PgNode, sec: dict[str, str]) -> None:
+    log(f"pg_basebackup {primary.name} -> {standby.name} (streaming standby)")
+    pg_prepare_dirs(standby)
+    slot = standby.name.replace("-", "_") + "_slot"
+    pg_query(primary, sec, "SELECT pg_create_physical_replication_slot(%s, true) "
+             "WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)", (slot, slot))
+    run([str(PG_BIN / "pg_basebackup"), "-h", primary.host, "-p", str(PG_PORT), "-U", "replicator",
+         "-D", str(standby.data), "-X", "stream", "-S", slot, "-c", "fast", "--no-password"],
+        user="postgres", env={"PGPASSFILE": str(pgpass_path())}, timeout=600)
+    (standby.data / "node.conf").write_text(standby.node_conf())
+    write_standby_conf(standby, primary)
+    standby.start()
+
+
+def write_standby_conf(standby: PgNode, primary: PgNode) -> None:
+    slot = standby.name.replace("-", "_") + "_slot"
+    conninfo = (f"host={primary.host} port={PG_PORT} user=replicator passfile={pgpass_path()} "
+                f"application_name={standby.name}")
+    auto = standby.data / "postgresql.auto.conf"
+    lines = [ln for ln in (auto.read_text().splitlines() if auto.exists() else [])
+             if not ln.startswith(("primary_conninfo", "primary_slot_name"))]
+    lines += [f"primary_conninfo = '{conninfo}'", f"primary_slot_name = '{slot}'"]
+    auto.write_text("\n".join(lines) + "\n")
+    (standby.data / "standby.signal").touch()
+    for f in ("node.conf", "postgresql.auto.conf", "standby.signal"):
+        shutil.chown(standby.data / f, "postgres", "postgres")
+
+
+def current_primary(sec: dict[str, str]) -> PgNode | None:
+    for node in pg_nodes():
+        if not node.running():
+            continue
+        try:
+            if not pg_query(node, sec, "SELECT pg_is_in_recovery()")[0][0]:
+                return node
+        except Exception:  # noqa: BLE001
+            continue
+    return None
+
+
+# --------------------------------------------------------------------------- Redis
+
+def redis_dir() -> Path:
+    return STATE / CACHE[0]
+
+
+def redis_client(sec: dict[str, str]):
+    import redis
+    return redis.Redis(host=CACHE[1], port=CACHE[2], password=sec["redis_password"], socket_timeout=2)
+
+
+def redis_up(sec: dict[str, str]) -> None:
+    d = redis_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    pid = read_pid(d / "redis.pid")
+    if pid and pid_alive(pid) and port_open(CACHE[1], CACHE[2]):
+        return
+    check_port_free("Redis cache-1", CACHE[1], CACHE[2], ours=False)
+    conf = d / "redis.conf"
+    write_private(conf, "\n".join([
+        f"bind {CACHE[1]}", f"port {CACHE[2]}", "daemonize yes", f"pidfile {d / 'redis.pid'}",
+        f"logfile {d / 'redis.log'}", f"dir {d}", "dbfilename dump.rdb", 'save ""', "appendonly no",
+        f"requirepass {sec['redis_password']}", "maxmemory 256mb", "maxmemory-policy noeviction", "",
+    ]))
+    log("start Redis cache-1")
+    run(["redis-server", str(conf)])
+    wait_for(lambda: port_open(CACHE[1], CACHE[2]), 15, "Redis on 127.0.0.31:6379")
+
+
+def redis_down() -> None:
+    d = redis_dir()
+    pid = read_pid(d / "redis.pid")
+    if pid and pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        try:
+            wait_for(lambda: not pid_alive(pid), 10, "Redis to stop")
+        except LabError:
+            os.kill(pid, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------- SaaS emulator
+
+def saas_dir() -> Path:
+    return STATE / SAAS[0]
+
+
+def saas_base() -> str:
+    return f"http://{SAAS[1]}:{SAAS[2]}" if SAAS[2] != 80 else f"http://{SAAS[1]}"
+
+
+def saas_up(sec: dict[str, str]) -> None:
+    d = saas_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    pid = read_pid(d / "emulator.pid")
+    if pid and pid_alive(pid) and port_open(SAAS[1], SAAS[2]):
+        return
+    check_port_free("SaaS emulator saas-1", SAAS[1], SAAS[2], ours=False)
+    creds = d / "credentials.json"
+    write_private(creds, json.dumps({k: sec[k] for k in (
+        "twilio_account_sid", "twilio_auth_token", "sendgrid_api_key", "slack_webhook_path", "ticket_api_token")}))
+    log("start the SaaS emulator saas-1")
+    with open(d / "emulator.log", "ab") as out:
+        proc = subprocess.Popen(
+            [PYTHON, str(LAB_DIR / "emulator" / "akig_saas_emulator.py"), "--host", SAAS[1], "--port", str(SAAS[2]),
+             "--state-dir", str(d), "--credentials-file", str(creds)],
+            stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
+    (d / "emulator.pid").write_text(f"{proc.pid}\n")
+    wait_for(lambda: port_open(SAAS[1], SAAS[2]) or proc.poll() is not None, 15, "the SaaS emulator")
+    if proc.poll() is not None:
+        raise LabError(f"the SaaS emulator exited at start; see {d / 'emulator.log'}")
+
+
+def stop_pidfile(path: Path, what: str) -> None:
+    pid = read_pid(path)
+    if pid and pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        try:
+            wait_for(lambda: not pid_alive(pid), 10, f"{what} to stop")
+        except LabError:
+            os.kill(pid, signal.SIGKILL)
+    path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- sshd
+
+def ssh_dir() -> Path:
+    return STATE / "ssh"
+
+
+def sshd_up() -> None:
+    d = ssh_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+    pid = read_pid(d / "sshd.pid")
+    if pid and pid_alive(pid):
+        return
+    for addr in ALL_ADDRESSES:
+        check_port_free("sshd", addr, 22, ours=False)
+    if not (d / "ssh_host_ed25519_key").exists():
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "akig-lab-host", "-f", str(d / "ssh_host_ed25519_key")])
+    if not (d / "lab_key").exists():
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "akig-lab-operator", "-f", str(d / "lab_key")])
+    shutil.copy(d / "lab_key.pub", d / "authorized_keys")
+    os.chmod(d / "authorized_keys", 0o600)
+    conf = d / "sshd_config"
+    conf.write_text("\n".join([
+        *[f"ListenAddress {a}:22" for a in ALL_ADDRESSES],
+        f"HostKey {d / 'ssh_host_ed25519_key'}", f"PidFile {d / 'sshd.pid'}",
+        f"AuthorizedKeysFile {d / 'authorized_keys'}", "PermitRootLogin prohibit-password",
+        "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
+        "Subsystem sftp internal-sftp", "LogLevel ERROR", "MaxStartups 50:30:100", "MaxSessions 50", "",
+    ]))
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    log("start sshd on the lab addresses (port 22)")
+    run(["/usr/sbin/sshd", "-f", str(conf), "-E", str(d / "sshd.log")])
+    wait_for(lambda: port_open(ALL_ADDRESSES[0], 22), 10, "sshd")
+    known = d / "known_hosts"
+    keyline = (d / "ssh_host_ed25519_key.pub").read_text().split()
+    known.write_text("".join(f"{a} {keyline[0]} {keyline[1]}\n" for a in ALL_ADDRESSES))
+
+
+# --------------------------------------------------------------------------- the app (pm2)
+
+def app_dir(host: str) -> Path:
+    return STATE / host
+
+
+def checkout(host: str) -> Path:
+    return app_dir(host) / "akig"
+
+
+def env_file(host: str) -> Path:
+    return app_dir(host) / "shared" / "akig.env"
+
+
+def pm2_home(host: str) -> Path:
+    return app_dir(host) / "pm2"
+
+
+def pm2(host: str, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return run([str(PM2), *args], env={"PM2_HOME": str(pm2_home(host))}, check=check, cwd=app_dir(host),
+               timeout=timeout)
+
+
+def pm2_list(host: str) -> list[dict[str, Any]]:
+    if not (pm2_home(host) / "pm2.pid").exists():
+        return []
+    pid = read_pid(pm2_home(host) / "pm2.pid")
+    if not pid or not pid_alive(pid):
+        return []
+    proc = pm2(host, "jlist", check=False)
+    try:
+        return json.loads(proc.stdout[proc.stdout.find("["):]) if "[" in proc.stdout else []
+    except ValueError:
+        return []
+
+
+def app_env_text(host: str, addr: str, sec: dict[str, str], primary_host: str) -> str:
+    return "\n".join([
+        "# AKIG backend environment (written by the lab controller; a deploy keeps a backup in shared/backups/)",
+        f"HOST={addr}", f"PORT={BACKEND_PORT}",
+        f"DATABASE_URL=postgresql://akig_app:{sec['pg_app_password']}@{primary_host}:{PG_PORT}/akig_db",
+        f"REDIS_URL=redis://:{sec['redis_password']}@{CACHE[1]}:{CACHE[2]}/0",
+        f"JWT_SECRET={sec['jwt_secret']}", "JWT_TTL_S=3600",
+        f"TWILIO_ACCOUNT_SID={sec['twilio_account_sid']}", f"TWILIO_AUTH_TOKEN={sec['twilio_auth_token']}",
+        "TWILIO_FROM=+33100000000", f"TWILIO_BASE_URL={saas_base()}/twilio",
+        f"SENDGRID_API_KEY={sec['sendgrid_api_key']}", "SENDGRID_FROM=noreply@akig.example",
+        f"SENDGRID_BASE_URL={saas_base()}/sendgrid",
+        f"MAINTENANCE_FILE={app_dir(host) / 'shared' / 'maintenance.flag'}",
+        "WORKER_INTERVAL_MS=500", "WORKER_BATCH=50", "WORKER_MAX_ATTEMPTS=8",
+        "DB_POOL_MAX=10", "DB_CONNECT_TIMEOUT_MS=2000", "",
+    ])
+
+
+def ecosystem(host: str, addr: str) -> str:
+    co = checkout(host)
+    env = {"AKIG_ENV_FILE": str(env_file(host)), "NODE_ENV": "production"}
+    apps = [{
+        "name": "akig-backend", "script": str(co / "backend" / "src" / "server.js"), "cwd": str(co / "backend"),
+        "exec_mode": "cluster", "instances": 2, "wait_ready": True, "listen_timeout": 8000, "kill_timeout": 5000,
+        "autorestart": True, "max_restarts": 5, "min_uptime": 5000, "restart_delay": 200,
+        "merge_logs": True, "time": True, "env": env,
+    }]
+    if host == "app-1":
+        apps += [{
+            "name": "akig-worker", "script": str(co / "backend" / "src" / "worker.js"), "cwd": str(co / "backend"),
+            "exec_mode": "fork", "autorestart": True, "kill_timeout": 5000, "time": True, "env": env,
+        }, {
+            "name": "akig-frontend", "script": str(co / "frontend" / "serve.js"), "cwd": str(co / "frontend"),
+            "exec_mode": "fork", "autorestart": True, "time": True,
+            "env": {"HOST": addr, "PORT": str(FRONTEND_PORT), "BACKEND_URL": f"http://{addr}:{BACKEND_PORT}",
+                    "DIST_DIR": str(co / "frontend" / "dist"), "NODE_ENV": "production"},
+        }]
+    return "module.exports = " + json.dumps({"apps": apps}, indent=2) + ";\n"
+
+
+def git(co: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run(["git", "-C", str(co), *args], env=LAB_AUTHOR, check=check)
+
+
+def deploy_checkout(host: str) -> None:
+    """The app is a git checkout with deploy history, as on AKIG's servers."""
+    co = checkout(host)
+    if (co / ".git").exists():
+        return
+    co.mkdir(parents=True)
+    git(co, "init", "-q", "-b", "main")
+    git(co, "config", "user.name", "AKIG Deploy Bot")
+    git(co, "config", "user.email", "deploy@akig.example")
+    (co / ".gitignore").write_text("frontend/dist/\nnode_modules/\n")
+    for part in ("backend", "frontend"):
+        shutil.copytree(LAB_DIR / "app" / part, co / part, ignore=shutil.ignore_patterns("node_modules", "dist", "test"))
+    git(co, "add", "-A")
+    git(co, "commit", "-q", "-m", "deploy: AKIG 1.4.0")
+    git(co, "tag", "baseline")
+
+
+def build_frontend(host: str) -> None:
+    fe = checkout(host) / "frontend"
+    run(["npm", "run", "--silent", "build"], cwd=fe, timeout=120)
+
+
+def app_up(sec: dict[str, str]) -> None:
+    primary = current_primary(sec)
+    primary_host = primary.host if primary else DB_NODES["db-1"]
+    for host, addr in APP_HOSTS.items():
+        d = app_dir(host)
+        (d / "shared" / "backups").mkdir(parents=True, exist_ok=True)
+        deploy_checkout(host)
+        if not env_file(host).exists():
+            text = app_env_text(host, addr, sec, primary_host)
+            write_private(env_file(host), text)
+            write_private(d / "shared" / "backups" / "akig.env.deploy-1", text)
+        (d / "ecosystem.config.js").write_text(ecosystem(host, addr))
+        if host == "app-1" and not (checkout(host) / "frontend" / "dist" / "index.html").exists():
+            log("npm run build (frontend, app-1)")
+            build_frontend(host)
+        procs = pm2_list(host)
+        online = {p["name"] for p in procs if p.get("pm2_env", {}).get("status") == "online"}
+        wanted = {"akig-backend"} | ({"akig-worker", "akig-frontend"} if host == "app-1" else set())
+        if wanted <= online:
+            continue
+        check_port_free(f"akig-backend {host}", addr, BACKEND_PORT, ours=bool(procs))
+        log(f"pm2 start {host} ({', '.join(sorted(wanted - online))})")
+        pm2(host, "startOrRestart", str(d / "ecosystem.config.js"), timeout=90)
+    for host, addr in APP_HOSTS.items():
+        wait_for(lambda a=addr: http_json(f"http://{a}:{BACKEND_PORT}/api/health")[0] == 200, 45,
+                 f"akig-backend on {host} to report healthy (see `lab/akig-lab status`)")
+    wait_for(lambda: http_json(f"http://{APP_HOSTS['app-1']}:{FRONTEND_PORT}/healthz")[0] == 200, 20,
+             "akig-frontend on app-1")
+
+
+def app_down() -> None:
+    for host in APP_HOSTS:
+        home = pm2_home(host)
+        pid = read_pid(home / "pm2.pid")
+        if pid and pid_alive(pid):
+            pm2(host, "kill", check=False, timeout=60)
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------- up / down / status
+
+def up() -> None:
+    preflight()
+    t0 = time.monotonic()
+    STATE.mkdir(parents=True, exist_ok=True)
+    ensure_traversable(STATE)
+    sec = load_secrets()
+    sshd_up()
+    redis_up(sec)
+    saas_up(sec)
+    pg_up(sec)
+    app_up(sec)
+    write_baseline(sec)
+    log(f"lab is up in {time.monotonic() - t0:.1f}s")
+
+
+def down() -> None:
+    t0 = time.monotonic()
+    app_down()
+    stop_pidfile(saas_dir() / "emulator.pid", "the SaaS emulator")
+    redis_down()
+    for node in pg_nodes():
+        if node.data.exists():
+            node.stop("fast")
+    stop_pidfile(ssh_dir() / "sshd.pid", "sshd")
+    bound = [f"{h}:{p}" for h, p in lab_ports() if port_open(h, p)]
+    if bound:
+        raise LabError(f"still bound after down: {', '.join(bound)} ({port_owner(*bound[0].split(':')[0:1], int(bound[0].split(':')[1]))})")
+    log(f"lab is down in {time.monotonic() - t0:.1f}s; no lab port is bound")
+
+
+def lab_ports() -> list[tuple[str, int]]:
+    ports = [(h, PG_PORT) for h in DB_NODES.values()]
+    ports += [(h, BACKEND_PORT) for h in APP_HOSTS.values()] + [(APP_HOSTS["app-1"], FRONTEND_PORT)]
+    ports += [(CACHE[1], CACHE[2]), (SAAS[1], SAAS[2])] + [(a, 22) for a in ALL_ADDRESSES]
+    return ports
+
+
+def status_data() -> dict[str, Any]:
+    sec = load_secrets() if (STATE / "secrets.json").exists() else None
+    out: dict[str, Any] = {}
+    for node in pg_nodes():
+        item: dict[str, Any] = {"address": f"{node.host}:{PG_PORT}", "running": node.running()}
+        if item["running"] and sec:
+            try:
+                rec = pg_query(node, sec, "SELECT pg_is_in_recovery()")[0][0]
+                item["role"] = "standby" if rec else "primary"
+                if rec:
+                    row = pg_query(node, sec, "SELECT status, sender_host FROM pg_stat_wal_receiver")
+                    item["streaming_from"] = row[0][1] if row and row[0][0] == "streaming" else None
+                else:
+                    item["replicas"] = [r[0] for r in pg_query(
+                        node, sec, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'")]
+                item["ok"] = True
+            except Exception as exc:  # noqa: BLE001
+                item["ok"], item["error"] = False, type(exc).__name__
+        else:
+            item["ok"] = False
+        out[node.name] = item
+    try:
+        out["cache-1"] = {"address": f"{CACHE[1]}:{CACHE[2]}", "ok": bool(sec and redis_client(sec).ping())}
+    except Exception as exc:  # noqa: BLE001
+        out["cache-1"] = {"address": f"{CACHE[1]}:{CACHE[2]}", "ok": False, "error": type(exc).__name__}
+    for host, addr in APP_HOSTS.items():
+        code, body = http_json(f"http://{addr}:{BACKEND_PORT}/api/health")
+        procs = {p["name"] + (f"#{p.get('pm2_env', {}).get('NODE_APP_INSTANCE', 0)}" if p["name"] == "akig-backend" else ""):
+                 p.get("pm2_env", {}).get("status") for p in pm2_list(host)}
+        item = {"address": addr, "backend_health": code, "ok": code == 200, "pm2": procs}
+        if isinstance(body, dict):
+            item["revision"] = str(body.get("revision", ""))[:12]
+            if code != 200:
+                item["error"] = body.get("error")
+        if host == "app-1":
+            fcode, _ = http_json(f"http://{addr}:{FRONTEND_PORT}/healthz")
+            item["frontend_health"] = fcode
+            item["ok"] = item["ok"] and fcode == 200 and procs.get("akig-worker") == "online"
+        out[host] = item
+    code, body = http_json(f"{saas_base()}/_emulator/health")
+    out["saas-1"] = {"address": f"{SAAS[1]}:{SAAS[2]}", "ok": code == 200,
+                     "modes": body.get("modes") if isinstance(body, dict) else None}
+    out["sshd"] = {"ok": port_open(ALL_ADDRESSES[0], 22)}
+    faults = read_faults()
+    out["faults"] = sorted(faults.get("active", {}))
+    return out
+
+
+def status(as_json: bool) -> int:
+    data = status_data()
+    if as_json:
+        print(json.dumps(data, indent=2))
+    else:
+        for name, item in data.items():
+            if name == "faults":
+                print(f"{'faults':8} {', '.join(item) or 'none'}")
+                continue
+            detail = {k: v for k, v in item.items() if k not in ("ok",)}
+            print(f"{name:8} {'OK ' if item.get('ok') else 'KO '} {json.dumps(detail, ensure_ascii=False)}")
+    return 0 if all(v.get("ok") for k, v in data.items() if k != "faults") else 1
+
+
+# --------------------------------------------------------------------------- faults
+
+def read_faults() -> dict[str, Any]:
+    path = STATE / "faults.json"
+    return json.loads(path.read_text()) if path.exists() else {"active": {}}
+
+
+def write_faults(data: dict[str, Any]) -> None:
+    (STATE / "faults.json").write_text(json.dumps(data, indent=2) + "\n")
+
+
+def write_baseline(sec: dict[str, str]) -> None:
+    data = read_faults()
+    if "baseline" not in data:
+        data["baseline"] = {
+            "revision": git(checkout("app-1"), "rev-parse", "baseline").stdout.strip(),
+            "jwt_fingerprint": fingerprint(sec["jwt_secret"]),
+        }
+        write_faults(data)
+
+
+def record_fault(name: str, **details: Any) -> None:
+    data = read_faults()
+    data["active"][name] = {"injected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **details}
+    write_faults(data)
+
+
+def backend_pids(host: str) -> list[int]:
+    return [p["pid"] for p in pm2_list(host) if p["name"] == "akig-backend" and p.get("pid")]
+
+
+def crash_until_errored(host: str, timeout: float = 60) -> None:
+    """SIGKILL akig-backend each time pm2 brings it back, until pm2 gives up (max_restarts)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        procs = [p for p in pm2_list(host) if p["name"] == "akig-backend"]
+        if procs and all(p.get("pm2_env", {}).get("status") in ("errored", "stopped") for p in procs):
+            return
+        for p in procs:
+            if p.get("pid"):
+                try:
+                    os.kill(p["pid"], signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        time.sleep(0.3)
+    raise LabError(f"akig-backend on {host} did not reach 'errored' within {timeout:.0f}s")
+
+
+def fault_backend_crash(sec: dict[str, str]) -> None:
+    for host in APP_HOSTS:
+        crash_until_errored(host)
+    record_fault("backend_crash", hosts=list(APP_HOSTS))
+
+
+def fault_frontend_broken(sec: dict[str, str]) -> None:
+    dist = checkout("app-1") / "frontend" / "dist"
+    removed = [p.name for p in dist.glob("*.js")]
+    for p in dist.glob("*.js"):
+        p.unlink()
+    record_fault("frontend_broken", removed=removed)
+
+
+BAD_DEPLOY_LINE = "require('./akig-payments-v2');  // deploy 1.5.0: new payments module\n"
+
+
+def deploy_commit(host: str, message: str, mutate: Callable[[Path], None]) -> str:
+    co = checkout(host)
+    mutate(co)
+    git(co, "add", "-A")
+    git(co, "commit", "-q", "-m", message)
+    return git(co, "rev-parse", "HEAD").stdout.strip()
+
+
+def fault_bad_deploy(sec: dict[str, str]) -> None:
+    revs = {}
+    for host in APP_HOSTS:
+        def mutate(co: Path) -> None:
+            server = co / "backend" / "src" / "server.js"
+            text = server.read_text()
+            lines = text.splitlines(keepends=True)
+            # after the last top-level require: a module the deploy forgot to ship -> crash at boot
+            idx = max((i for i, ln in enumerate(lines) if ln.startswith(("const ", "'use strict'")) and "require(" in ln),
+                      default=0)
+            lines.insert(idx + 1, BAD_DEPLOY_LINE)
+            server.write_text("".join(lines))
+        revs[host] = deploy_commit(host, "deploy: AKIG 1.5.0 (payments v2)", mutate)
+        pm2(host, "restart", "akig-backend", check=False, timeout=60)
+        crash_until_errored(host)
+    record_fault("bad_deploy", revisions=revs)
+
+
+def fault_db_primary_down(sec: dict[str, str]) -> None:
+    primary = current_primary(sec)
+    if not primary:
+        raise LabError("no running primary to take down; run `lab/akig-lab fault clear` or `lab/akig-lab status`")
+    pid = primary.postmaster_pid()
+    assert pid
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not port_open(primary.host, PG_PORT), 15, f"{primary.name} to stop accepting connections")
+    record_fault("db_primary_down", node=primary.name, pid=pid)
+
+
+def set_env_key(path: Path, key: str, value: str) -> None:
+    lines = path.read_text().splitlines()
+    out = [f"{key}={value}" if ln.startswith(f"{key}=") else ln for ln in lines]
+    write_private(path, "\n".join(out) + "\n")
+
+
+def fault_jwt_secret_drift(sec: dict[str, str]) -> None:
+    new = secrets.token_hex(32)
+    for host in APP_HOSTS:
+        set_env_key(env_file(host), "JWT_SECRET", new)
+        pm2(host, "reload", "akig-backend", timeout=90)
+    record_fault("jwt_secret_drift", fingerprint=fingerprint(new), baseline=fingerprint(sec["jwt_secret"]))
+
+
+def fault_redis_sessions_corrupt(sec: dict[str, str]) -> None:
+    r = redis_client(sec)
+    sess = list(r.scan_iter("akig:sess:*"))
+    for key in sess:
+        r.set(key, b"\x80\x04\x95corrupt\xff", keepttl=True)
+    user_ids = [row[0] for row in pg_query(current_primary(sec) or pg_nodes()[0], sec,
+                                            "SELECT id FROM users ORDER BY id LIMIT 50", dbname="akig_db")]
+    probe = pg_query(current_primary(sec) or pg_nodes()[0], sec,
+                     "SELECT id FROM users WHERE email = 'probe@akig.example'", dbname="akig_db")
+    for uid in set(user_ids + [p[0] for p in probe]):
+        r.delete(f"akig:user_sessions:{uid}")
+        r.set(f"akig:user_sessions:{uid}", b"\x00corrupt")
+    record_fault("redis_sessions_corrupt", sessions=len(sess))
+
+
+def fault_slow_queries(sec: dict[str, str]) -> None:
+    primary = current_primary(sec)
+    if not primary:
+        raise LabError("no running primary; clear the database fault first")
+    pg_query(primary, sec, f"DROP INDEX IF EXISTS {PAYMENTS_INDEX}", dbname="akig_db")
+    record_fault("slow_queries", index=PAYMENTS_INDEX)
+
+
+LEAK_SNIPPET = (
+    "\n// deploy 1.5.1: response cache for the payments page\n"
+    "const __akigPaymentsCache = [];\n"
+    "setInterval(() => { __akigPaymentsCache.push(Buffer.alloc(1024 * 1024, 1)); }, 250).unref();\n"
+)
+
+
+def fault_memory_leak(sec: dict[str, str]) -> None:
+    revs = {}
+    for host in APP_HOSTS:
+        def mutate(co: Path) -> None:
+            with open(co / "backend" / "src" / "server.js", "a") as fh:
+                fh.write(LEAK_SNIPPET)
+        revs[host] = deploy_commit(host, "deploy: AKIG 1.5.1 (payments cache)", mutate)
+        pm2(host, "reload", "akig-backend", timeout=90)
+    record_fault("memory_leak", revisions=revs)
+
+
+def emulator_mode(service: str, mode: str) -> None:
+    code, body = http_json(f"{saas_base()}/_emulator/mode", method="POST", body={"service": service, "mode": mode})
+    if code != 200:
+        raise LabError(f"the SaaS emulator refused mode {service}={mode}: {code} {body}")
+
+
+def fault_sms_provider_down(sec: dict[str, str]) -> None:
+    emulator_mode("twilio", "outage")
+    record_fault("sms_provider_down")
+
+
+def fault_email_provider_down(sec: dict[str, str]) -> None:
+    emulator_mode("sendgrid", "outage")
+    record_fault("email_provider_down")
+
+
+def fault_provider_quota(sec: dict[str, str]) -> None:
+    emulator_mode("twilio", "quota")
+    emulator_mode("sendgrid", "quota")
+    record_fault("provider_quota")
+
+
+def fault_clear(sec: dict[str, str]) -> None:
+    data = read_faults()
+    baseline = data.get("baseline", {})
+    for service in ("twilio", "sendgrid", "slack", "tickets"):
+        emulator_mode(service, "ok")
+    # PostgreSQL: start what is down, guarded against a second primary; recreate the index.
+    for node in pg_nodes():
+        if (node.data / "PG_VERSION").exists() and not node.running():
+            pg_guarded_start(node, sec)
+    primary = current_primary(sec)
+    if primary:
+        pg_query(primary, sec, f"CREATE INDEX IF NOT EXISTS {PAYMENTS_INDEX} ON payments (contract_id)",
+                 dbname="akig_db")
+    # Redis: drop what is not a valid session.
+    r = redis_client(sec)
+    for key in list(r.scan_iter("akig:user_sessions:*")):
+        if r.type(key) != b"set":
+            r.delete(key)
+    for key in list(r.scan_iter("akig:sess:*")):
+        try:
+            json.loads(r.get(key) or b"")
+        except ValueError:
+            r.delete(key)
+    # App hosts: code back to the baseline tree, env back to the deploy backup, processes online.
+    for host, addr in APP_HOSTS.items():
+        co = checkout(host)
+        restart = False
+        if git(co, "diff", "--quiet", "baseline", "HEAD", "--", ".", check=False).returncode != 0:
+            git(co, "reset", "-q", "--hard", "baseline")
+            restart = True
+        backup = app_dir(host) / "shared" / "backups" / "akig.env.deploy-1"
+        current = env_file(host).read_text()
+        wanted = backup.read_text()
+        if primary and f"@{primary.host}:" not in wanted:  # keep a failover's repointing
+            wanted = wanted.replace(f"@{DB_NODES['db-1']}:", f"@{primary.host}:")
+        if current != wanted:
+            write_private(env_file(host), wanted)
+            restart = True
+        if host == "app-1" and http_json(f"http://{addr}:{FRONTEND_PORT}/healthz")[0] != 200:
+            build_frontend(host)
+        (app_dir(host) / "shared" / "maintenance.flag").unlink(missing_ok=True)
+        procs = pm2_list(host)
+        if not procs or restart or any(p.get("pm2_env", {}).get("status") != "online" for p in procs):
+            pm2(host, "startOrRestart", str(app_dir(host) / "ecosystem.config.js"), timeout=90)
+    for host, addr in APP_HOSTS.items():
+        wait_for(lambda a=addr: http_json(f"http://{a}:{BACKEND_PORT}/api/health")[0] == 200, 45,
+                 f"akig-backend on {host} to be healthy after clear")
+    wait_for(lambda: http_json(f"http://{APP_HOSTS['app-1']}:{FRONTEND_PORT}/healthz")[0] == 200, 20,
+             "akig-frontend after clear")
+    data["active"] = {}
+    data["baseline"] = baseline
+    write_faults(data)
+
+
+def inject(name: str) -> None:
+    if name not in FAULTS:
+        raise LabError(f"unknown fault {name!r}; choose one of: {', '.join(FAULTS)}")
+    if not (STATE / "secrets.json").exists():
+        raise LabError("the lab is not set up; run `lab/akig-lab up` first")
+    sec = load_secrets()
+    globals()[f"fault_{name}"](sec)
+    log(f"fault {name}: {FAULTS[name]}" if name != "clear" else "faults cleared; the lab is at its baseline")
+
+
+# --------------------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="akig-lab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("up")
+    sub.add_parser("down")
+    sub.add_parser("reset")
+    st = sub.add_parser("status")
+    st.add_argument("--json", action="store_true")
+    f = sub.add_parser("fault")
+    f.add_argument("name", metavar="NAME", help="one of: " + ", ".join(FAULTS))
+    sub.add_parser("faults")
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "up":
+            up()
+            return status(False)
+        if args.cmd == "down":
+            down()
+        elif args.cmd == "reset":
+            down()
+            shutil.rmtree(STATE, ignore_errors=True)
+            up()
+        elif args.cmd == "status":
+            return status(args.json)
+        elif args.cmd == "faults":
+            for k, v in FAULTS.items():
+                print(f"{k:24} {v}")
+        elif args.cmd == "fault":
+            inject(args.name)
+    except LabError as exc:
+        print(f"[lab] ERROR: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
