@@ -1,0 +1,45 @@
+"""Playbooks run against the lab inventory, locally and over real SSH."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, LABCTL
+
+ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
+
+
+def playbook(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(ANSIBLE_PLAYBOOK), *args], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "ANSIBLE_FORCE_COLOR": "0", **(env or {})})
+
+
+@pytest.mark.parametrize("connection", ["local", "ssh"])
+def test_lab_health_reports_every_component(lab_up, connection: str) -> None:
+    proc = playbook("playbooks/lab-health.yml", "-e", f"ansible_connection={connection}",
+                    "-e", "health_fail_on_unhealthy=true")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    for host, component in [("db-1", "postgresql"), ("db-2", "postgresql"), ("cache-1", "redis"),
+                            ("app-1", "backend"), ("app-2", "backend"), ("app-1", "frontend")]:
+        assert any(line.strip().strip('",').startswith(host) and component in line and " OK " in line
+                   for line in proc.stdout.splitlines()), (host, component, proc.stdout[-3000:])
+    # no secret reaches the output
+    for value in lab_up.values():
+        assert value not in proc.stdout and value not in proc.stderr
+
+
+def test_lab_up_refuses_a_port_taken_by_someone_else(lab_up, tmp_path: Path) -> None:
+    """A second lab (another state folder) finds the addresses taken and says what to do."""
+    proc = subprocess.run([str(LABCTL), "up"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "AKIG_LAB_STATE": str(tmp_path / "state")})
+    assert proc.returncode == 2
+    assert "is already in use by" in proc.stderr and "akig-lab down" in proc.stderr
+
+
+def test_lab_fault_playbook_validates_the_fault_name(lab_up) -> None:
+    proc = playbook("playbooks/lab-fault.yml", "-e", "fault=disk_full")
+    assert proc.returncode != 0
+    assert "Unknown lab fault 'disk_full'" in proc.stdout
