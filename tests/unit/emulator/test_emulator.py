@@ -924,6 +924,10 @@ def test_credentials_never_written(emulator: RunningEmulator) -> None:
 def test_log_has_one_line_per_request(emulator: RunningEmulator) -> None:
     emulator.sms()
     emulator.request("GET", "/_emulator/health")
+    # the server writes its log line after the response has gone out: give it a moment
+    deadline = time.monotonic() + 5
+    while len(emulator.log.getvalue().splitlines()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
     lines = emulator.log.getvalue().splitlines()
     assert len(lines) == 2
     assert (

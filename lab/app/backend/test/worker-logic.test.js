@@ -1,0 +1,42 @@
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const { outcome } = require('../src/queue');
+const { parsePaging } = require('../src/util');
+const { providerErrorText } = require('../src/providers');
+
+const row = { id: 7, attempts: 0 };
+
+test('outcome: success marks the row sent', () => {
+  const o = outcome(row, { ok: true, provider_message_id: 'SM1' }, 8);
+  assert.deepEqual(o, { id: 7, status: 'sent', attempts: 1, provider_message_id: 'SM1', last_error: null, delay_s: 0 });
+});
+
+test('outcome: failures stay pending with backoff, then fail at max attempts', () => {
+  assert.equal(outcome({ id: 1, attempts: 0 }, { ok: false, error: 'HTTP 503' }, 8).delay_s, 2);
+  assert.equal(outcome({ id: 1, attempts: 2 }, { ok: false, error: 'HTTP 503' }, 8).delay_s, 8);
+  const ra = outcome({ id: 1, attempts: 0 }, { ok: false, error: 'HTTP 429', retry_after: '17' }, 8);
+  assert.equal(ra.status, 'pending');
+  assert.equal(ra.delay_s, 17);
+  const unauth = outcome({ id: 1, attempts: 3 }, { ok: false, error: 'HTTP 401: Authenticate' }, 8);
+  assert.equal(unauth.status, 'pending');
+  assert.equal(unauth.attempts, 4);
+  assert.equal(unauth.last_error, 'HTTP 401: Authenticate');
+  const last = outcome({ id: 1, attempts: 7 }, { ok: false, error: 'HTTP 503' }, 8);
+  assert.equal(last.status, 'failed');
+  assert.equal(last.attempts, 8);
+});
+
+test('provider error text is short and secret-free', () => {
+  assert.equal(providerErrorText(401, '{"code":20003,"message":"Authenticate","status":401}'), 'HTTP 401: Authenticate');
+  assert.equal(providerErrorText(400, '{"errors":[{"message":"bad to"}]}'), 'HTTP 400: bad to');
+  assert.equal(providerErrorText(503, ''), 'HTTP 503');
+  assert.ok(providerErrorText(500, 'x'.repeat(1000)).length < 140);
+});
+
+test('parsePaging clamps page/per_page', () => {
+  assert.deepEqual(parsePaging({}), { page: 1, per_page: 20, offset: 0 });
+  assert.deepEqual(parsePaging({ page: '3', per_page: '10' }), { page: 3, per_page: 10, offset: 20 });
+  assert.deepEqual(parsePaging({ page: '-1', per_page: '1000' }), { page: 1, per_page: 100, offset: 0 });
+  assert.deepEqual(parsePaging({ page: 'abc', per_page: '0' }), { page: 1, per_page: 20, offset: 0 });
+});

@@ -1,0 +1,84 @@
+-- AKIG lab schema (idempotent: safe to run again on an existing database).
+-- Run as a superuser / the database owner, connected to akig_db:
+--   psql -v ON_ERROR_STOP=1 -d akig_db -f lab/sql/schema.sql
+-- The role akig_app is created by the lab controller; grants are applied
+-- only if it exists.
+
+SET client_min_messages = warning;
+
+CREATE EXTENSION IF NOT EXISTS pgcrypto;
+CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+
+CREATE TABLE IF NOT EXISTS users (
+    id            bigserial PRIMARY KEY,
+    email         text NOT NULL UNIQUE CHECK (email = lower(email)),
+    full_name     text NOT NULL,
+    password_hash text NOT NULL,
+    role          text NOT NULL DEFAULT 'agent',
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS contracts (
+    id               bigserial PRIMARY KEY,
+    reference        text NOT NULL UNIQUE,
+    tenant_name      text NOT NULL,
+    property_address text NOT NULL,
+    rent_cents       integer NOT NULL CHECK (rent_cents > 0),
+    start_date       date NOT NULL,
+    end_date         date,
+    status           text NOT NULL DEFAULT 'active'
+                     CHECK (status IN ('active', 'terminated', 'pending'))
+);
+
+CREATE TABLE IF NOT EXISTS payments (
+    id           bigserial PRIMARY KEY,
+    contract_id  bigint NOT NULL REFERENCES contracts (id),
+    amount_cents integer NOT NULL CHECK (amount_cents > 0),
+    due_date     date NOT NULL,
+    paid_at      timestamptz,
+    status       text NOT NULL DEFAULT 'due'
+                 CHECK (status IN ('due', 'paid', 'late'))
+);
+
+-- The index behind GET /api/payments (one query per contract). Dropping it
+-- is the lab's slow_queries fault; recreating it is the fix.
+CREATE INDEX IF NOT EXISTS payments_contract_id_idx ON payments (contract_id);
+
+CREATE TABLE IF NOT EXISTS notification_queue (
+    id                  bigserial PRIMARY KEY,
+    channel             text NOT NULL CHECK (channel IN ('sms', 'email')),
+    kind                text NOT NULL CHECK (kind IN ('reminder', 'preavis', 'receipt', 'alert')),
+    recipient           text NOT NULL,
+    subject             text,
+    body                text NOT NULL,
+    status              text NOT NULL DEFAULT 'pending'
+                        CHECK (status IN ('pending', 'sending', 'sent', 'failed')),
+    attempts            integer NOT NULL DEFAULT 0,
+    last_error          text,
+    idempotency_key     text NOT NULL UNIQUE,
+    provider_message_id text,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    next_attempt_at     timestamptz NOT NULL DEFAULT now(),
+    sent_at             timestamptz,
+    -- set when the worker claims the row (status 'sending'); rows stuck in
+    -- 'sending' for more than 2 minutes are put back to 'pending'.
+    locked_at           timestamptz
+);
+ALTER TABLE notification_queue ADD COLUMN IF NOT EXISTS locked_at timestamptz;
+
+CREATE INDEX IF NOT EXISTS notification_queue_status_next_attempt_idx
+    ON notification_queue (status, next_attempt_at);
+
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'akig_app') THEN
+        GRANT USAGE ON SCHEMA public TO akig_app;
+        GRANT SELECT, INSERT, UPDATE, DELETE
+            ON users, contracts, payments, notification_queue TO akig_app;
+        GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO akig_app;
+        GRANT pg_read_all_stats TO akig_app;
+    ELSE
+        RAISE NOTICE 'role akig_app does not exist: grants skipped';
+    END IF;
+END
+$$;
