@@ -59,10 +59,12 @@ PAYMENTS_INDEX = "payments_contract_id_idx"
 LAB_AUTHOR = {
     "GIT_AUTHOR_NAME": "AKIG Deploy Bot", "GIT_AUTHOR_EMAIL": "deploy@akig.example",
     "GIT_COMMITTER_NAME": "AKIG Deploy Bot", "GIT_COMMITTER_EMAIL": "deploy@akig.example",
+    # the same release gets the same revision on every host, as with a real deploy
+    "GIT_AUTHOR_DATE": "2026-11-01T10:00:00Z", "GIT_COMMITTER_DATE": "2026-11-01T10:00:00Z",
 }
 
 FAULTS = {
-    "backend_crash": "akig-backend crashes repeatedly on every backend host until pm2 gives up (status errored)",
+    "backend_crash": "every akig-backend process is SIGKILLed and stays down (pm2 does not bring it back)",
     "frontend_broken": "the built frontend bundle is missing from dist/: pages answer 500 (blank page)",
     "bad_deploy": "a deploy commit that breaks the backend at boot is deployed; akig-backend crash-loops",
     "db_primary_down": "the primary's postmaster is SIGKILLed: the API answers 503 'Database connection failed'",
@@ -287,7 +289,12 @@ class PgNode:
         if self.running():
             return
         check_port_free(f"PostgreSQL {self.name}", self.host, PG_PORT, ours=False)
-        (self.data / "postmaster.pid").unlink(missing_ok=True)
+        # After a crash the lock files name a dead (possibly zombie, not yet reaped) postmaster,
+        # which PostgreSQL would take for a live one: remove them when their pid is dead.
+        for lock in [self.data / "postmaster.pid", *self.run_dir.glob(".s.PGSQL.*.lock")]:
+            pid = read_pid(lock)
+            if pid is None or not pid_alive(pid):
+                lock.unlink(missing_ok=True)
         self.pg_ctl("-l", str(self.logfile), "-w", "-t", "60", "start")
         wait_for(lambda: port_open(self.host, PG_PORT), 30, f"PostgreSQL {self.name} on {self.host}:{PG_PORT}")
 
@@ -659,7 +666,7 @@ def ecosystem(host: str, addr: str) -> str:
     apps = [{
         "name": "akig-backend", "script": str(co / "backend" / "src" / "server.js"), "cwd": str(co / "backend"),
         "exec_mode": "cluster", "instances": 2, "wait_ready": True, "listen_timeout": 8000, "kill_timeout": 5000,
-        "autorestart": True, "max_restarts": 5, "min_uptime": 5000, "restart_delay": 200,
+        "autorestart": True, "exp_backoff_restart_delay": 200,
         "merge_logs": True, "time": True, "env": env,
     }]
     if host == "app-1":
@@ -717,7 +724,7 @@ def app_up(sec: dict[str, str]) -> None:
             log("npm run build (frontend, app-1)")
             build_frontend(host)
         procs = pm2_list(host)
-        online = {p["name"] for p in procs if p.get("pm2_env", {}).get("status") == "online"}
+        online = {p["name"] for p in procs if proc_up(p)}
         wanted = {"akig-backend"} | ({"akig-worker", "akig-frontend"} if host == "app-1" else set())
         if wanted <= online:
             continue
@@ -873,26 +880,33 @@ def backend_pids(host: str) -> list[int]:
     return [p["pid"] for p in pm2_list(host) if p["name"] == "akig-backend" and p.get("pid")]
 
 
-def crash_until_errored(host: str, timeout: float = 60) -> None:
-    """SIGKILL akig-backend each time pm2 brings it back, until pm2 gives up (max_restarts)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        procs = [p for p in pm2_list(host) if p["name"] == "akig-backend"]
-        if procs and all(p.get("pm2_env", {}).get("status") in ("errored", "stopped") for p in procs):
-            return
-        for p in procs:
-            if p.get("pid"):
-                try:
-                    os.kill(p["pid"], signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        time.sleep(0.3)
-    raise LabError(f"akig-backend on {host} did not reach 'errored' within {timeout:.0f}s")
+def proc_up(p: dict[str, Any]) -> bool:
+    """pm2 may report 'online' with pid 0 after it gave up restarting a cluster worker."""
+    return p.get("pm2_env", {}).get("status") == "online" and bool(p.get("pid"))
+
+
+def crash_and_stay_down(host: str) -> None:
+    """SIGKILL every akig-backend process, then leave it stopped (pm2 will not bring it back),
+    as after a crash that pm2 could not recover from."""
+    for pid in backend_pids(host):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    pm2(host, "stop", "akig-backend", check=False, timeout=60)
+
+
+def crash_loop_observed(host: str, timeout: float = 60) -> None:
+    """Wait until the new release is seen failing from outside: /api/health no longer answers 200."""
+    addr = APP_HOSTS[host]
+    wait_for(lambda: all(http_json(f"http://{addr}:{BACKEND_PORT}/api/health", timeout=1)[0] != 200
+                         or time.sleep(0.5) for _ in range(2)),
+             timeout, f"the bad release on {host} to fail its health check", interval=0.5)
 
 
 def fault_backend_crash(sec: dict[str, str]) -> None:
     for host in APP_HOSTS:
-        crash_until_errored(host)
+        crash_and_stay_down(host)
     record_fault("backend_crash", hosts=list(APP_HOSTS))
 
 
@@ -928,8 +942,12 @@ def fault_bad_deploy(sec: dict[str, str]) -> None:
             lines.insert(idx + 1, BAD_DEPLOY_LINE)
             server.write_text("".join(lines))
         revs[host] = deploy_commit(host, "deploy: AKIG 1.5.0 (payments v2)", mutate)
-        pm2(host, "restart", "akig-backend", check=False, timeout=60)
-        crash_until_errored(host)
+        # a cold deploy: stop the old release, start the new one
+        pm2(host, "stop", "akig-backend", check=False, timeout=60)
+        pm2(host, "start", str(app_dir(host) / "ecosystem.config.js"), "--only", "akig-backend", check=False,
+            timeout=60)
+    for host in APP_HOSTS:
+        crash_loop_observed(host)
     record_fault("bad_deploy", revisions=revs)
 
 
@@ -939,9 +957,20 @@ def fault_db_primary_down(sec: dict[str, str]) -> None:
         raise LabError("no running primary to take down; run `lab/akig-lab fault clear` or `lab/akig-lab status`")
     pid = primary.postmaster_pid()
     assert pid
-    os.kill(pid, signal.SIGKILL)
+    kill_tree(pid)
     wait_for(lambda: not port_open(primary.host, PG_PORT), 15, f"{primary.name} to stop accepting connections")
     record_fault("db_primary_down", node=primary.name, pid=pid)
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and its children at once, as a host crash or the OOM killer would."""
+    children = [int(c) for c in run(["ps", "-o", "pid=", "--ppid", str(pid)], check=False).stdout.split()]
+    for p in [pid, *children]:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    wait_for(lambda: not any(pid_alive(p) for p in [pid, *children]), 10, f"process {pid} and its children to die")
 
 
 def set_env_key(path: Path, key: str, value: str) -> None:
@@ -1063,7 +1092,7 @@ def fault_clear(sec: dict[str, str]) -> None:
             build_frontend(host)
         (app_dir(host) / "shared" / "maintenance.flag").unlink(missing_ok=True)
         procs = pm2_list(host)
-        if not procs or restart or any(p.get("pm2_env", {}).get("status") != "online" for p in procs):
+        if not procs or restart or not all(proc_up(p) for p in procs):
             pm2(host, "startOrRestart", str(app_dir(host) / "ecosystem.config.js"), timeout=90)
     for host, addr in APP_HOSTS.items():
         wait_for(lambda a=addr: http_json(f"http://{a}:{BACKEND_PORT}/api/health")[0] == 200, 45,
