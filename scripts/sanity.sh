@@ -9,8 +9,8 @@ work=$(mktemp -d /tmp/akig-sanity.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 dest="$work/ansible_collections/akig/runbooks"
 mkdir -p "$dest"
-git ls-files -z --cached --others --exclude-standard -- . ':!lab' ':!benchmarks' | \
-  xargs -0 -I{} sh -c 'test -e "$1" && echo "$1"' _ {} | rsync -a --files-from=- . "$dest/"
+git ls-files -z --cached --others --exclude-standard -- . ':!lab' ':!benchmarks' ':!.ci' ':!scripts' | \
+  while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done | tar --null -T - -cf - | tar -xf - -C "$dest"
 cd "$dest"
 git init -q && git add -A && git -c user.email=ci@akig.example -c user.name=ci commit -qm sanity
 "$root/.venv/bin/ansible-test" sanity --python 3.11 --venv --color no "$@"

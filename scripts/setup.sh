@@ -19,7 +19,7 @@ command -v apt-get >/dev/null || die "apt-get not found: setup supports Debian 1
 
 # --- Debian packages -------------------------------------------------------
 need=()
-for pkg in postgresql-15 postgresql-client-15 redis-server openssh-server python3-venv git rsync procps iproute2 curl ca-certificates; do
+for pkg in postgresql-15 postgresql-client-15 redis-server openssh-server python3-venv git procps iproute2 curl ca-certificates; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then need+=(nodejs npm); fi

@@ -57,7 +57,7 @@ def wait_until(pred: Callable[[], Any], timeout: float = 20, interval: float = 0
 
 
 def labctl(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(LABCTL), *args], capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run([str(LABCTL), *args], capture_output=True, text=True, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise AssertionError(f"akig-lab {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -114,5 +114,5 @@ def ledger(service: str | None = None) -> list[dict[str, Any]]:
 def pm2_procs(host: str) -> list[dict[str, Any]]:
     env = {**os.environ, "PM2_HOME": str(STATE / host / "pm2")}
     out = subprocess.run([str(REPO / "lab" / "node_modules" / ".bin" / "pm2"), "jlist"], env=env,
-                         capture_output=True, text=True, timeout=30).stdout
+                         capture_output=True, text=True, timeout=30, check=True).stdout
     return json.loads(out[out.find("["):])

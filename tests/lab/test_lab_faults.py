@@ -7,7 +7,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import APPS, REPO, STATE, http, labctl, pm2_procs, wait_until
+from conftest import APPS, STATE, http, labctl, pm2_procs, wait_until
 
 BACKENDS = [f"http://{a}:4000" for a in APPS.values()]
 FRONTEND = f"http://{APPS['app-1']}:3000"
@@ -53,12 +53,12 @@ def test_frontend_broken(cleared) -> None:
 def test_bad_deploy(cleared) -> None:
     import subprocess
     before = subprocess.run(["git", "-C", str(STATE / "app-1" / "akig"), "rev-parse", "HEAD"],
-                            capture_output=True, text=True).stdout
+                            capture_output=True, text=True, check=True).stdout
     labctl("fault", "bad_deploy")
     after = subprocess.run(["git", "-C", str(STATE / "app-1" / "akig"), "log", "-1", "--format=%H %s"],
-                           capture_output=True, text=True).stdout
+                           capture_output=True, text=True, check=True).stdout
     assert after.split()[0] != before.strip() and "deploy" in after
-    for _ in range(3):
+    for _attempt in range(3):
         assert http(f"{BACKENDS[0]}/api/health", timeout=2)[0] != 200
         time.sleep(0.5)
     backends = [p for p in pm2_procs("app-1") if p["name"] == "akig-backend"]
@@ -97,9 +97,9 @@ def test_redis_sessions_corrupt(cleared, login) -> None:
 
 def _payments_latency(token: str) -> float:
     best = 1e9
-    for _ in range(3):
+    for _attempt in range(3):
         t0 = time.monotonic()
-        status, _ = http(f"{BACKENDS[0]}/api/payments?page=3&per_page=20", token=token, timeout=60)
+        status, _body = http(f"{BACKENDS[0]}/api/payments?page=3&per_page=20", token=token, timeout=60)
         assert status == 200
         best = min(best, time.monotonic() - t0)
     return best

@@ -13,7 +13,7 @@ ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
 
 
 def playbook(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(ANSIBLE_PLAYBOOK), *args], cwd=REPO, capture_output=True, text=True, timeout=300,
+    return subprocess.run([str(ANSIBLE_PLAYBOOK), *args], cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
                           env={**os.environ, "ANSIBLE_FORCE_COLOR": "0", **(env or {})})
 
 
@@ -33,7 +33,7 @@ def test_lab_health_reports_every_component(lab_up, connection: str) -> None:
 
 def test_lab_up_refuses_a_port_taken_by_someone_else(lab_up, tmp_path: Path) -> None:
     """A second lab (another state folder) finds the addresses taken and says what to do."""
-    proc = subprocess.run([str(LABCTL), "up"], capture_output=True, text=True, timeout=60,
+    proc = subprocess.run([str(LABCTL), "up"], capture_output=True, text=True, timeout=60, check=False,
                           env={**os.environ, "AKIG_LAB_STATE": str(tmp_path / "state")})
     assert proc.returncode == 2
     assert "is already in use by" in proc.stderr and "akig-lab down" in proc.stderr

@@ -52,7 +52,7 @@ def test_backend_is_healthy_on_every_host_through_pm2() -> None:
 
 def test_frontend_pages_are_served() -> None:
     for path in ("/", "/contrats", "/paiements", "/healthz"):
-        status, _ = http(f"http://{APPS['app-1']}:3000{path}")
+        status, _body = http(f"http://{APPS['app-1']}:3000{path}")
         assert status == 200, path
 
 
@@ -64,12 +64,12 @@ def test_login_then_read_contracts_and_payments(login) -> None:
     assert status == 200 and len(contracts["items"]) == 5
     status, payments = http(f"http://{APPS['app-1']}:4000/api/payments?page=1&per_page=5", token=token)
     assert status == 200, payments
-    status, _ = http(f"http://{APPS['app-1']}:4000/api/contracts", token="not-a-jwt")
+    status, _body = http(f"http://{APPS['app-1']}:4000/api/contracts", token="not-a-jwt")
     assert status == 401
 
 
 def test_the_worker_delivers_each_queued_message_exactly_once(pg) -> None:
-    keys = [f"smoke-{uuid.uuid4().hex}" for _ in range(3)]
+    keys = [f"smoke-{uuid.uuid4().hex}" for _n in range(3)]
     for i, key in enumerate(keys):
         channel, recipient = ("sms", "+33612345678") if i % 2 == 0 else ("email", "locataire@example.org")
         pg("db-1", "INSERT INTO notification_queue (channel, kind, recipient, subject, body, idempotency_key) "

@@ -1027,7 +1027,7 @@ def test_cli_serves_and_stops_on_sigterm(tmp_path: Path, creds_file: Path) -> No
         match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", first)
         assert match, first
         client = RunningEmulator(
-            match.group(1), tmp_path / "state", None, threading.Thread()
+            match.group(1), tmp_path / "state", None, threading.Thread(target=lambda: None)
         )
         assert client.sms(key="cli").status == 201
         assert client.request("GET", "/_emulator/health").json()["status"] == "ok"

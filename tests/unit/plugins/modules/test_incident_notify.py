@@ -1,0 +1,201 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""akig.runbooks.incident_notify through `ansible localhost -m ...` against a private SaaS emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[4]
+EMULATOR = REPO / "lab" / "emulator" / "akig_saas_emulator.py"
+VENV_BIN = Path(sys.executable).parent
+CREDS = {
+    "twilio_account_sid": "ACmodule0123456789abcdef",
+    "twilio_auth_token": "twilio-token-CANARY-a81f",
+    "sendgrid_api_key": "SG.sendgrid-key-CANARY-2c94",
+    "slack_webhook_path": "T0MOD/B0MOD/slackhookCANARYe07",
+    "ticket_api_token": "ticket-token-CANARY-77d2",
+}
+SECRETS = [CREDS["twilio_auth_token"], CREDS["sendgrid_api_key"], "slackhookCANARYe07"]
+ONCALL = "+33600000000"
+
+
+class Emulator:
+    """A private akig_saas_emulator process; control API helpers."""
+
+    def __init__(self, tmp: Path) -> None:
+        creds = tmp / "creds.json"
+        creds.write_text(json.dumps(CREDS))
+        creds.chmod(0o600)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(EMULATOR), "--host", "127.0.0.1", "--port", "0",
+             "--state-dir", str(tmp / "state"), "--credentials-file", str(creds)],
+            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        )
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in self.proc.stderr], daemon=True).start()
+        while True:
+            found = re.search(r"listening on (http://[\d.]+:\d+)", lines.get(timeout=10))
+            if found:
+                self.url = found.group(1)
+                break
+
+    def call(self, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method="POST" if data else "GET",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return json.loads(resp.read())
+
+    def reset(self) -> None:
+        self.call("/_emulator/reset", {})
+
+    def ledger(self) -> list[dict[str, Any]]:
+        return self.call("/_emulator/ledger")["entries"]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    emu = Emulator(tmp_path_factory.mktemp("saas"))
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+@pytest.fixture
+def emu(emulator: Emulator) -> Emulator:
+    emulator.reset()
+    return emulator
+
+
+def provider_args(emu: Emulator) -> dict[str, Any]:
+    return {
+        "slack_webhook_url": f"{emu.url}/slack/services/{CREDS['slack_webhook_path']}",
+        "twilio_base_url": f"{emu.url}/twilio",
+        "twilio_account_sid": CREDS["twilio_account_sid"],
+        "twilio_auth_token": CREDS["twilio_auth_token"],
+        "twilio_from": "+33700000000",
+        "sendgrid_base_url": f"{emu.url}/sendgrid",
+        "sendgrid_api_key": CREDS["sendgrid_api_key"],
+        "sendgrid_from": "incidents@akig.com",
+    }
+
+
+def run_module(tmp_path: Path, args: dict[str, Any], *extra: str) -> tuple[str, dict[str, Any], str]:
+    """Run the module ad hoc on localhost; returns (status word, result, whole output)."""
+    (tmp_path / "ansible.cfg").write_text("[defaults]\nlocalhost_warning = false\ndeprecation_warnings = false\n")
+    env = dict(os.environ, ANSIBLE_CONFIG=str(tmp_path / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_COLLECTIONS_PATH=str(REPO / ".collections"))
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible"), "localhost", "-m", "akig.runbooks.incident_notify", "-a", json.dumps(args),
+         "-e", f"ansible_python_interpreter={sys.executable}", *extra],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    output = proc.stdout + proc.stderr
+    found = re.search(r"^localhost \| (\w+!?) => (\{.*?^\})", proc.stdout, re.S | re.M)
+    assert found, output
+    return found.group(1), json.loads(found.group(2)), output
+
+
+ALERT = "[INCIDENT ALERT - 14:29 UTC]\nINC-42 P1 - Dashboard AKIG inaccessible\nImpact: 143 utilisateurs"
+TIER2 = [
+    {"type": "slack", "to": "#akig-incidents"},
+    {"type": "sms", "to": ONCALL, "fallbacks": [{"type": "email", "to": "oncall@akig.com"}]},
+    {"type": "email", "to": "manager@akig.com"},
+    {"type": "email", "to": "cto@akig.com"},
+]
+
+
+def test_sends_on_every_channel(emu: Emulator, tmp_path: Path) -> None:
+    status, result, output = run_module(
+        tmp_path, {"channels": TIER2, "msg": ALERT, "mode": "all", "idempotency_key": "INC-42:alert",
+                   **provider_args(emu)})
+    assert status == "CHANGED" and result["delivered"] is True
+    assert [d["status"] for d in result["deliveries"]] == [200, 201, 202, 202]
+    ledger = emu.ledger()
+    assert [(e["service"], e["to"]) for e in ledger] == [
+        ("slack", ["#akig-incidents"]), ("twilio", [ONCALL]),
+        ("sendgrid", ["manager@akig.com"]), ("sendgrid", ["cto@akig.com"])]
+    assert all("INCIDENT ALERT" in (e["text"] or e["body"]) for e in ledger)
+    assert ledger[1]["idempotency_key"] == f"INC-42:alert:sms:{ONCALL}"
+    for secret in SECRETS:
+        assert secret not in output
+
+
+def test_check_mode_sends_nothing(emu: Emulator, tmp_path: Path) -> None:
+    status, result, output = run_module(
+        tmp_path, {"channels": TIER2, "msg": ALERT, "mode": "all", **provider_args(emu)}, "--check")
+    assert status == "CHANGED" and result["changed"] is True and result["deliveries"] == []
+    assert result["actions"] == [
+        "Would send a Slack message to #akig-incidents",
+        f"Would send an SMS to {ONCALL}; if it fails, an e-mail to oncall@akig.com instead",
+        "Would send an e-mail to manager@akig.com",
+        "Would send an e-mail to cto@akig.com",
+    ]
+    assert emu.ledger() == []
+    assert emu.call("/_emulator/rejections")["count"] == 0
+    for secret in SECRETS:
+        assert secret not in output
+
+
+def test_outage_is_a_warning_unless_fail_on_error(emu: Emulator, tmp_path: Path) -> None:
+    emu.call("/_emulator/mode", {"service": "twilio", "mode": "outage"})
+    emu.call("/_emulator/mode", {"service": "sendgrid", "mode": "outage"})
+    args = {"channels": TIER2[1:2], "msg": ALERT, "mode": "all", **provider_args(emu)}
+
+    status, result, output = run_module(tmp_path, args)
+    assert status == "SUCCESS" and result["delivered"] is False
+    assert result["failed_channels"] == [f"sms:{ONCALL}", "email:oncall@akig.com"]
+    assert "[WARNING]: SMS to +33600000000 failed: HTTP 503" in output
+
+    status, result, output = run_module(tmp_path, dict(args, fail_on_error=True))
+    assert status == "FAILED!"
+    assert result["msg"].startswith(f"The incident message was not delivered to sms:{ONCALL}")
+    assert [d["status"] for d in result["deliveries"]] == [503, 503]
+    for secret in SECRETS:
+        assert secret not in output
+
+
+@pytest.mark.parametrize(
+    ("channels", "needle"),
+    [
+        ([{"type": "fax", "to": "+33600000000"}], "value of type must be one of: slack, sms, email, got: fax"),
+        ([{"type": "sms"}], "missing required arguments: to found in channels"),
+        ([{"type": "sms", "to": ONCALL, "fallbacks": [{"type": "email"}]}],
+         "missing required arguments: to found in channels -> fallbacks"),
+    ],
+)
+def test_bad_input_is_a_clear_error(emu: Emulator, tmp_path: Path, channels: list[dict[str, Any]], needle: str) -> None:
+    status, result, output = run_module(tmp_path, {"channels": channels, "msg": ALERT, **provider_args(emu)})
+    assert status == "FAILED!" and needle in result["msg"]
+    assert emu.ledger() == []
+    for secret in SECRETS:
+        assert secret not in output
+
+
+def test_ansible_doc_renders(tmp_path: Path) -> None:
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".collections"), ANSIBLE_NOCOLOR="1")
+    (tmp_path / "ansible.cfg").write_text("[defaults]\n")
+    env["ANSIBLE_CONFIG"] = str(tmp_path / "ansible.cfg")
+    for module in ("akig.runbooks.incident_notify", "akig.runbooks.incident_ticket"):
+        proc = subprocess.run([str(VENV_BIN / "ansible-doc"), module], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert "EXAMPLES" in proc.stdout and "RETURN VALUES" in proc.stdout
+        assert "ERROR" not in proc.stderr
