@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from comms_helpers import SECRETS, Emulator, Runner, emu, emulator, run_playbook  # noqa: F401 - pytest fixtures
+from comms_helpers import SECRETS, Emulator, Runner
+from comms_helpers import emu, emulator, run_playbook  # noqa: F401  # pylint: disable=unused-import  # the fixtures
 
 PLAYBOOK = Path(__file__).with_name("incident_role.yml")
 
