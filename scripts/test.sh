@@ -2,7 +2,7 @@
 # The whole akig.runbooks test suite, from a fresh Debian 12 machine:
 #   setup (idempotent) -> unit tests -> ansible-lint -> ansible-test sanity
 #   -> lab up -> lab tests (real PostgreSQL, Redis, pm2, Node, emulator) -> molecule -> lab down
-# Usage: bash scripts/test.sh [--keep-lab] [--only unit|lint|sanity|lab|molecule]
+# Usage: bash scripts/test.sh [--keep-lab] [--only unit|integration|lint|sanity|lab|molecule]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -11,7 +11,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --keep-lab) keep_lab=1 ;;
     --only) only=$2; shift ;;
-    *) echo "usage: $0 [--keep-lab] [--only unit|lint|sanity|lab|molecule]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--keep-lab] [--only unit|integration|lint|sanity|lab|molecule]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -48,6 +48,7 @@ lab_down() {
 trap lab_down EXIT
 
 step unit pytest tests/unit -q -p no:cacheprovider --junitxml="$out/unit.xml"
+step integration pytest tests/integration -q -p no:cacheprovider --junitxml="$out/integration.xml"
 step lint ansible-lint --profile production --offline -q
 step sanity bash scripts/sanity.sh
 if [ -z "$only" ] || [ "$only" = lab ] || [ "$only" = molecule ]; then

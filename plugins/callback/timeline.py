@@ -229,6 +229,7 @@ class CallbackModule(CallbackBase):
         self._playbook_path: Optional[str] = None
         self._run_start: Optional[datetime] = None
         self._incident_id = ""
+        self._id_generated = False
         self._runbook = ""
         self._severity: Optional[str] = None
         self._incident_start: Optional[datetime] = None
@@ -289,8 +290,10 @@ class CallbackModule(CallbackBase):
         self._incident_id = (
             sanitize_incident_id(self._option("incident_id"))
             or sanitize_incident_id(incident.get("id"))
-            or default_incident_id(self._runbook, self._run_start)
+            or ""
         )
+        self._id_generated = not self._incident_id
+        self._incident_id = self._incident_id or default_incident_id(self._runbook, self._run_start)
         declared = self._option("incident_start") or incident.get("declared_start")
         self._incident_start = parse_timestamp(declared)
         if declared and self._incident_start is None:
@@ -371,6 +374,40 @@ class CallbackModule(CallbackBase):
             facts = data.get("ansible_facts")
             if isinstance(facts, Mapping) and "akig_report" in facts:
                 self._report_fields.update(sanitize_report_fields(facts["akig_report"]))
+            if isinstance(facts, Mapping) and isinstance(facts.get("akig_incident"), Mapping):
+                self._adopt_incident(facts["akig_incident"])
+
+    def _adopt_incident(self, incident: Mapping[str, Any]) -> None:
+        """The incident role opened or joined an incident during the run: when the run started
+        without one (no env, no vars), move the timeline to that incident and take its severity
+        and declared start, so the SLA clock counts from the declared start."""
+        if not self._id_generated:
+            return
+        new_id = sanitize_incident_id(incident.get("id"))
+        if not new_id:
+            return
+        self._id_generated = False
+        old_dir = self._dir
+        self._incident_id = new_id
+        self._severity = normalize_severity(incident.get("severity")) or self._severity
+        declared = parse_timestamp(incident.get("declared_start"))
+        self._incident_start = declared or self._incident_start
+        self._dir = os.path.join(os.path.dirname(old_dir), new_id)
+        try:
+            user: Optional[str] = getpass.getuser()
+        except Exception:
+            user = None
+        self._emit(build_run_start(self._incident_id, self._runbook, self._severity,
+                                   self._incident_start, self._run_start, user))
+        for record in self._records:
+            record.update(incident_id=new_id, severity=self._severity)
+            self._emit(record)
+        if isinstance(self._writer, FileWriter):
+            try:
+                os.remove(os.path.join(old_dir, "timeline.jsonl"))
+                os.rmdir(old_dir)
+            except OSError:
+                pass
 
     # -- Ansible events ----------------------------------------------------
 

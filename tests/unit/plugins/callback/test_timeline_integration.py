@@ -205,3 +205,49 @@ def test_ansible_runner_run(tmp_path, collections_path):
     assert (run.status, run.rc) == ("successful", 0), output
     assert "akig.runbooks.timeline" not in output
     _assert_artifacts(out, "INC-RUNNER-7", "rb-p9-001-drill")
+
+
+ADOPT_PLAYBOOK = textwrap.dedent(
+    """\
+    - name: A runbook that opens its incident during the run
+      hosts: localhost
+      gather_facts: false
+      tasks:
+        - name: Probe before the incident exists
+          ansible.builtin.command: "true"
+          changed_when: false
+          tags: [detect]
+
+        - name: Open the incident
+          ansible.builtin.set_fact:
+            akig_incident:
+              id: INC-20261127-1423-P1-abcd
+              severity: P1
+              declared_start: "2026-11-27T14:23:00Z"
+
+        - name: Mitigate
+          ansible.builtin.command: "true"
+          changed_when: false
+          tags: [mitigate]
+    """
+)
+
+
+def test_incident_opened_during_the_run_is_adopted(tmp_path, collections_path):
+    """The incident role sets akig_incident mid-run: the timeline moves to that incident,
+    with its severity and declared start, and nothing is left under an UNDECLARED id."""
+    out = tmp_path / "incidents"
+    playbook = tmp_path / "rb-p9-002-adopt.yml"
+    playbook.write_text(ADOPT_PLAYBOOK, encoding="utf-8")
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), "-i", str(_inventory(tmp_path / "hosts")), "-c", "local", str(playbook)],
+        cwd=tmp_path, env=_env(collections_path, tmp_path, out), capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["INC-20261127-1423-P1-abcd"]
+    lines = [json.loads(line) for line in (out / "INC-20261127-1423-P1-abcd" / "timeline.jsonl").read_text().splitlines()]
+    starts = [rec for rec in lines if rec.get("event") == "run_start"]
+    assert starts[-1]["severity"] == "P1" and starts[-1]["incident_start"].startswith("2026-11-27T14:23:00")
+    tasks = [rec for rec in lines if "task" in rec]
+    assert [rec["phase"] for rec in tasks][0] == "detect"
+    assert all(rec["incident_id"] == "INC-20261127-1423-P1-abcd" for rec in tasks)
