@@ -1,0 +1,187 @@
+"""RB-P1-003 against the real lab: each scenario starts from a fresh lab (`akig-lab reset`),
+runs the runbook, and asserts from outside: exactly one writable node, the app healthy on it,
+and the old primary refusing writes even after being restarted."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+
+from typing import Any, Iterator
+
+import psycopg2
+import pytest
+
+from conftest import APPS, DB, REPO, STATE, http, labctl, ledger, wait_until
+
+PLAYBOOK = "playbooks/rb-p1-003-db-failover.yml"
+
+
+def run_playbook(*args: str, playbook: str = PLAYBOOK) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
+           "AKIG_TIMELINE_DIR": str(STATE / "incidents")}
+    return subprocess.run([str(REPO / ".venv" / "bin" / "ansible-playbook"), playbook, *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+
+
+def writable(node: str, secrets: dict[str, str]) -> bool | None:
+    """True: accepts a write; False: answers but refuses (read-only); None: does not answer."""
+    try:
+        conn = psycopg2.connect(host=DB[node], port=5432, user="postgres", dbname="akig_db",
+                                password=secrets["pg_superuser_password"], connect_timeout=2)
+    except psycopg2.OperationalError:
+        return None
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TEMP TABLE akig_probe (x int)")
+        return True
+    except psycopg2.errors.ReadOnlySqlTransaction:
+        return False
+    finally:
+        conn.close()
+
+
+def pg_ctl_start(node: str) -> None:
+    subprocess.run(["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/15/bin/pg_ctl", "-D",
+                    str(STATE / node / "data"), "-l", str(STATE / node / "log" / "postgresql.log"), "-w", "-t", "30",
+                    "start"], check=True, capture_output=True, text=True)
+
+
+def recap(out: str, host: str) -> dict[str, int]:
+    for line in out.splitlines():
+        if line.startswith(host + " ") and "ok=" in line:
+            return {k: int(v) for k, v in (part.split("=") for part in line.split(":", 1)[1].split())}
+    raise AssertionError(f"no recap for {host}")
+
+
+def assert_app_healthy_on(node: str) -> None:
+    for addr in APPS.values():
+        status, body = http(f"http://{addr}:4000/api/health")
+        assert status == 200, body
+    env = (STATE / "app-1" / "shared" / "akig.env").read_text()
+    assert f"@{DB[node]}:5432/" in env
+
+
+@pytest.fixture
+def fresh_lab(lab_up: dict[str, str]) -> Iterator[dict[str, str]]:
+    labctl("reset", timeout=300)
+    secrets = json.loads((STATE / "secrets.json").read_text())
+    http("http://127.0.0.41/_emulator/reset", method="POST")
+    yield secrets
+    labctl("reset", timeout=300)
+
+
+def test_planned_failover_loses_nothing_and_fences_the_old_primary(fresh_lab: dict[str, str]) -> None:
+    proc = run_playbook("-e", "rb_p1_003_strategy=failover")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert writable("db-2", fresh_lab) is True
+    assert writable("db-1", fresh_lab) is None  # stopped
+    assert_app_healthy_on("db-2")
+    assert not (STATE / "app-1" / "shared" / "maintenance.flag").exists()
+    # the alert and the resolution went out
+    texts = [e.get("text") or "" for e in ledger("slack")]
+    assert any("INCIDENT ALERT" in t for t in texts)
+    assert "RTO" in proc.stdout
+    # rerun: the database part changes nothing
+    again = run_playbook("-e", "rb_p1_003_strategy=failover", "--tags", "mitigate")
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert recap(again.stdout, "app-1")["changed"] == 0
+    assert "is already a primary" in again.stdout
+    # the old primary comes back read-only, as a standby
+    pg_ctl_start("db-1")
+    assert writable("db-1", fresh_lab) is False
+
+
+def test_crash_is_repaired_by_a_bounded_restart_first(fresh_lab: dict[str, str]) -> None:
+    labctl("fault", "db_primary_down")
+    proc = run_playbook()
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert writable("db-1", fresh_lab) is True
+    assert writable("db-2", fresh_lab) is False
+    assert_app_healthy_on("db-1")
+
+
+def test_crash_then_failover_then_rejoin(fresh_lab: dict[str, str]) -> None:
+    labctl("fault", "db_primary_down")
+    proc = run_playbook("-e", "rb_p1_003_strategy=failover")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert writable("db-2", fresh_lab) is True and writable("db-1", fresh_lab) is None
+    assert_app_healthy_on("db-2")
+    rejoin = run_playbook(playbook="playbooks/pg-rejoin.yml")
+    assert rejoin.returncode == 0, rejoin.stdout[-4000:] + rejoin.stderr[-2000:]
+    assert writable("db-1", fresh_lab) is False
+    conn = psycopg2.connect(host=DB["db-2"], port=5432, user="postgres", dbname="postgres",
+                            password=fresh_lab["pg_superuser_password"])
+    with conn.cursor() as cur:
+        cur.execute("SELECT application_name, state FROM pg_stat_replication")
+        assert ("db-1", "streaming") in cur.fetchall()
+    conn.close()
+
+
+def test_hung_primary_is_fenced_by_escalation(fresh_lab: dict[str, str]) -> None:
+    pid = int((STATE / "db-1" / "data" / "postmaster.pid").read_text().split()[0])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        proc = run_playbook("-e", "rb_p1_003_strategy=failover")
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert wait_until(lambda: writable("db-1", fresh_lab) is None, 10)
+    assert writable("db-2", fresh_lab) is True
+    assert_app_healthy_on("db-2")
+    pg_ctl_start("db-1")
+    assert writable("db-1", fresh_lab) is False
+
+
+def test_lag_over_budget_is_refused_with_nothing_changed(fresh_lab: dict[str, str]) -> None:
+    def sql(node: str, query: str) -> Any:
+        conn = psycopg2.connect(host=DB[node], port=5432, user="postgres", dbname="akig_db",
+                                password=fresh_lab["pg_superuser_password"])
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(query)
+            row = cur.fetchone() if cur.description else None
+        conn.close()
+        return row
+    sql("db-2", "SELECT pg_wal_replay_pause()")
+    sql("db-1", "CREATE TABLE lag_load AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 20000) g")
+    assert wait_until(lambda: sql("db-2", "SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())")[0]
+                      > 1024 * 1024, 20)
+    labctl("fault", "db_primary_down")
+    env_before = (STATE / "app-1" / "shared" / "akig.env").read_text()
+    proc = run_playbook("-e", "rb_p1_003_strategy=failover")
+    assert proc.returncode != 0
+    assert "Refusing to promote db-2" in proc.stdout and "over by" in proc.stdout
+    assert sql("db-2", "SELECT pg_is_in_recovery()")[0] is True
+    assert (STATE / "app-1" / "shared" / "akig.env").read_text() == env_before
+    assert not (STATE / "db-1" / "data" / "standby.signal").exists()
+
+
+def test_check_mode_changes_nothing_and_prints_the_plan(fresh_lab: dict[str, str]) -> None:
+    proc = run_playbook("-e", "rb_p1_003_strategy=failover", "--check")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "promote 127.0.0.12:5432" in proc.stdout
+    assert writable("db-1", fresh_lab) is True
+    assert writable("db-2", fresh_lab) is False
+    assert not (STATE / "db-1" / "data" / "standby.signal").exists()
+    assert_app_healthy_on("db-1")
+    assert [e for e in ledger() if e["service"] in ("twilio", "sendgrid", "slack")] == []
+
+
+def test_bad_input_is_refused_before_anything_changes(fresh_lab: dict[str, str]) -> None:
+    for args, message in [
+        (["-e", "rb_p1_003_strategy=failover", "-e", "pg_failover_candidate=db-9"], "Unknown database host"),
+        (["-e", "rb_p1_003_strategy=failover", "-e", "pg_failover_max_lag_bytes=lots"], "size 'lots' is not understood"),
+        (["-e", "rb_p1_003_strategy=sideways"], "rb_p1_003_strategy must be"),
+        (["-e", "rb_p1_003_strategy=failover", "-e", "pg_failover_candidate=db-1", "-e", "pg_failover_primary=db-2"],
+         "is not a primary: it is a standby"),
+    ]:
+        proc = run_playbook(*args)
+        assert proc.returncode != 0, args
+        assert message in proc.stdout, (args, proc.stdout[-3000:])
+        assert writable("db-1", fresh_lab) is True and writable("db-2", fresh_lab) is False
