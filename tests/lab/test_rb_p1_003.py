@@ -65,7 +65,7 @@ def assert_app_healthy_on(node: str) -> None:
 
 
 @pytest.fixture
-def fresh_lab(lab_up: dict[str, str]) -> Iterator[dict[str, str]]:
+def fresh_lab(secrets: dict[str, str]) -> Iterator[dict[str, str]]:
     labctl("reset", timeout=300)
     secrets = json.loads((STATE / "secrets.json").read_text())
     http("http://127.0.0.41/_emulator/reset", method="POST")
