@@ -1,0 +1,232 @@
+#!/usr/bin/python
+# Copyright: (c) 2026, AKIG Engineering Team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: pg_promote
+short_description: Promote a PostgreSQL streaming standby to primary, and prove it accepts writes
+version_added: 0.1.0
+author: AKIG Engineering Team (@akig)
+description:
+  - Promotes one PostgreSQL standby with C(pg_promote()), the failover step of runbook RB-P1-003
+    (database unavailable, fail over to the streaming replica).
+  - Reads the node's state first. A node that is already a primary is left alone (C(changed=false)),
+    so re-running the task after a promotion, or after a promotion that finished late, is safe.
+  - Refuses, changing nothing, when replay is paused on the standby (a pause is often deliberate, for
+    example to stop before a bad change is replayed) unless O(resume_paused=true), and when the node is
+    already a primary on a timeline lower than O(expected_timeline_min) (it is then most likely the old
+    primary, not the promoted standby).
+  - After C(pg_promote(wait => true)) returns, waits until the node is out of recovery B(and) a write
+    succeeds (C(CREATE TEMP TABLE akig_promote_probe) in a transaction that is rolled back, so nothing is
+    left behind), then runs C(CHECKPOINT) so the new timeline is durable, and checks that the timeline
+    went up.
+  - The module does not fence the old primary or repoint clients and replicas; the C(pg_failover) role
+    does that around it.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reads the node's state and reports in RV(actions) what would be done; nothing is executed and
+      the standby stays in recovery. The refusals apply in check mode too.
+  diff_mode:
+    support: full
+    details: The node's role, recovery state and timeline before and after.
+  platform:
+    platforms: posix
+requirements:
+  - psycopg2
+options:
+  login_host:
+    description:
+      - Host name or IP address of the standby to promote.
+    type: str
+    required: true
+  login_port:
+    description:
+      - TCP port of the standby.
+    type: int
+    default: 5432
+  login_user:
+    description:
+      - Role to log in as. It must be a superuser or have been granted C(EXECUTE) on C(pg_promote()).
+    type: str
+    default: postgres
+  login_password:
+    description:
+      - Password of O(login_user). Never returned or logged.
+    type: str
+  login_db:
+    description:
+      - Database to connect to (the write probe creates its temporary table there and rolls it back).
+    type: str
+    default: postgres
+  connect_timeout:
+    description:
+      - Seconds to wait for the connection (libpq waits at least 2). Any connection failure fails the task.
+    type: int
+    default: 3
+  wait:
+    description:
+      - Wait for the promotion to finish, prove the node writable, run the checkpoint and check the
+        timeline. With V(false) the task only requests the promotion and returns at once;
+        RV(timeline_after) is then V(null) and O(checkpoint) is not done.
+    type: bool
+    default: true
+  wait_seconds:
+    description:
+      - Seconds C(pg_promote()) waits for the promotion, and the budget for the node to accept a write
+        counted from the promotion request. Must be at least 1.
+    type: int
+    default: 30
+  checkpoint:
+    description:
+      - Run C(CHECKPOINT) once the node accepts writes, so the new timeline is recorded in the control file
+        (C(pg_control_checkpoint())) and a crash right after the failover restarts from a checkpoint on it.
+    type: bool
+    default: true
+  expected_timeline_min:
+    description:
+      - When the node is already a primary, refuse unless its timeline is at least this. Pass the
+        standby's timeline plus one on a re-run so an old primary (same or lower timeline) named by
+        mistake is not reported as the promoted standby.
+      - Not checked when the node is a standby.
+    type: int
+  resume_paused:
+    description:
+      - When replay is paused on the standby, resume it (C(pg_wal_replay_resume())) and promote, which
+        replays the WAL already received first. Without it a paused standby is refused.
+    type: bool
+    default: false
+notes:
+  - A failure message names the node, the cause and what to do next; it never contains the password.
+  - When C(pg_promote()) reports that the promotion did not finish in O(wait_seconds), the server may
+    still finish it; the task fails, and a re-run reports the node as a primary.
+seealso:
+  - module: akig.runbooks.pg_replication_info
+  - name: pg_promote() in the PostgreSQL documentation
+    description: Recovery control functions.
+    link: https://www.postgresql.org/docs/15/functions-admin.html#FUNCTIONS-RECOVERY-CONTROL
+"""
+
+EXAMPLES = r"""
+- name: Promote the replica to primary
+  akig.runbooks.pg_promote:
+    login_host: "{{ hostvars[groups['pg_replica'][0]].ansible_host }}"
+    login_password: "{{ vault_pg_superuser_password }}"
+    wait_seconds: 60
+  delegate_to: localhost
+  register: __pg_failover_promotion
+  no_log: "{{ pg_failover_secure_logging }}"
+
+- name: Show the promotion plan without promoting (check mode)
+  akig.runbooks.pg_promote:
+    login_host: 10.0.2.12
+    login_password: "{{ vault_pg_superuser_password }}"
+  check_mode: true
+  delegate_to: localhost
+  register: __pg_failover_plan
+  no_log: "{{ pg_failover_secure_logging }}"
+
+- name: Promote again after an interrupted run; refuse if the node turns out to be the old primary
+  akig.runbooks.pg_promote:
+    login_host: 10.0.2.12
+    login_password: "{{ vault_pg_superuser_password }}"
+    expected_timeline_min: "{{ __pg_failover_replica.timeline + 1 }}"
+  delegate_to: localhost
+  no_log: "{{ pg_failover_secure_logging }}"
+"""
+
+RETURN = r"""
+target:
+  description: The node, as C(host:port).
+  returned: always
+  type: str
+  sample: 127.0.0.12:5432
+actions:
+  description: What the task did, or in check mode would do, in plain sentences.
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - promote 127.0.0.12:5432 (standby on timeline 1, replay LSN 0/3000148) with pg_promote(wait => true, wait_seconds => 30)
+    - wait until 127.0.0.12:5432 leaves recovery and accepts a write (probe in a rolled-back transaction)
+    - run CHECKPOINT so the new timeline is durable
+timeline_before:
+  description: Timeline of the node before the task.
+  returned: always
+  type: int
+  sample: 1
+timeline_after:
+  description:
+    - Timeline of the node after the promotion; always greater than RV(timeline_before) when a promotion
+      succeeded. Equal to RV(timeline_before) when nothing was done; V(null) with O(wait=false).
+  returned: always
+  type: int
+  sample: 2
+promoted_at:
+  description: When the node was seen accepting writes, UTC ISO 8601; V(null) when no promotion was done.
+  returned: always
+  type: str
+  sample: "2026-11-27T14:23:05.412Z"
+duration_s:
+  description:
+    - Seconds from the promotion request until the node accepted a write (the checkpoint not included);
+      V(null) when no promotion was done.
+  returned: always
+  type: float
+  sample: 0.143
+lsn_at_promotion:
+  description: Last WAL position replayed before the node left recovery (where the new timeline forks off).
+  returned: always
+  type: str
+  sample: 0/3000148
+error_kind:
+  description: Short class of the connection problem when the task failed to connect (V(auth), V(refused) ...).
+  returned: failure
+  type: str
+  sample: auth
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.akig.runbooks.plugins.module_utils.pg_replication import (
+    HAS_PSYCOPG2,
+    PSYCOPG2_IMPORT_ERROR,
+    PgError,
+    run_promote,
+)
+
+ARGUMENT_SPEC = dict(
+    login_host=dict(type="str", required=True),
+    login_port=dict(type="int", default=5432),
+    login_user=dict(type="str", default="postgres"),
+    login_password=dict(type="str", no_log=True),
+    login_db=dict(type="str", default="postgres"),
+    connect_timeout=dict(type="int", default=3),
+    wait=dict(type="bool", default=True),
+    wait_seconds=dict(type="int", default=30),
+    checkpoint=dict(type="bool", default=True),
+    expected_timeline_min=dict(type="int"),
+    resume_paused=dict(type="bool", default=False),
+)
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    if not HAS_PSYCOPG2:
+        module.fail_json(msg=missing_required_lib("psycopg2"), exception=PSYCOPG2_IMPORT_ERROR)
+    try:
+        result = run_promote(module.params, check_mode=module.check_mode)
+    except PgError as exc:
+        module.fail_json(msg=exc.msg, **exc.result)
+    if not module._diff:
+        result.pop("diff", None)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
