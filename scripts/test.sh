@@ -47,6 +47,14 @@ lab_down() {
 }
 trap lab_down EXIT
 
+# A copy of akig.runbooks installed in the user's collections path (ansible-galaxy collection
+# install) would shadow this checkout for ansible-lint: move it aside, saying so.
+shadow=~/.ansible/collections/ansible_collections/akig/runbooks
+if [ -e "$shadow" ] && [ "$(readlink -f "$shadow")" != "$root" ]; then
+  echo "[test] moving aside an installed copy of akig.runbooks that shadows this checkout: $shadow"
+  mv "$shadow" "$shadow.shadowed.$(date +%s)"
+fi
+
 step unit pytest tests/unit -q -p no:cacheprovider --junitxml="$out/unit.xml"
 step integration pytest tests/integration -q -p no:cacheprovider --junitxml="$out/integration.xml"
 step lint ansible-lint --profile production --offline -q
