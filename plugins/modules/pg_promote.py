@@ -102,7 +102,9 @@ options:
     type: bool
     default: false
 notes:
+  - Needs PostgreSQL 12 or later (C(pg_promote()) appeared in 12).
   - A failure message names the node, the cause and what to do next; it never contains the password.
+  - A C(statement_timeout) set for the role or database does not apply; the task sets it to 0 for its session.
   - When C(pg_promote()) reports that the promotion did not finish in O(wait_seconds), the server may
     still finish it; the task fails, and a re-run reports the node as a primary.
 seealso:
@@ -180,7 +182,9 @@ duration_s:
   type: float
   sample: 0.143
 lsn_at_promotion:
-  description: Last WAL position replayed before the node left recovery (where the new timeline forks off).
+  description:
+    - Last WAL position replayed before the node left recovery (where the new timeline forks off).
+    - V(null) when no promotion was done, and with O(wait=false).
   returned: always
   type: str
   sample: 0/3000148

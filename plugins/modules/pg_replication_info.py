@@ -75,6 +75,7 @@ options:
         instead of the receive LSN minus the replay LSN.
     type: str
 notes:
+  - Needs PostgreSQL 12 or later.
   - LSNs are returned as PostgreSQL writes them (C(X/Y), hex) and, in the matching C(*_bytes) value, as
     the integer byte position C(pg_wal_lsn_diff(lsn, '0/0')), which templates can compare and subtract.
   - A failure message names the node and the cause; it never contains the password.
