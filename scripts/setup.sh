@@ -35,6 +35,14 @@ fi
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 [ "$node_major" -ge 18 ] || die "Node.js >= 18 is needed (found $(node --version)); install a newer nodejs package"
 
+# --- The checkout must be traversable by other users: PostgreSQL runs as 'postgres' on data
+# under lab/state, and a pm2 test runs pm2 as 'nobody' (a `mktemp -d` clone is 0700).
+p=$root
+while [ "$p" != / ]; do
+  [ -n "$(find "$p" -maxdepth 0 -perm -o=x)" ] || chmod o+x "$p"
+  p=$(dirname "$p")
+done
+
 # --- Python toolchain --------------------------------------------------------
 PY=${AKIG_PYTHON:-python3}
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then

@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
@@ -282,15 +283,17 @@ def test_started_restarts_only_the_instance_that_is_down(pm2_home: Path, cluster
 
 def test_update_env_applies_a_changed_secret_without_showing_it(pm2_home: Path, cluster: Dict[str, Any]) -> None:
     name = cluster["name"]
-    env = {"PORT": str(cluster["port"]), "AKIG_TOKEN": SECRET}
+    # a value no earlier test can have applied to the shared cluster
+    secret = "%s-%s" % (SECRET, uuid.uuid4().hex[:8])
+    env = {"PORT": str(cluster["port"]), "AKIG_TOKEN": secret}
     warned = run_module(pm2_home, name=name, env=env)
     assert warned["changed"] is False, warned
     assert any("environment variables AKIG_TOKEN than env= gives; set update_env=true" in w for w in warnings_of(warned)), warned
     applied = run_module(pm2_home, name=name, env=env, update_env=True)
     assert applied["changed"] is True
     assert applied["actions"][0].startswith("Reloaded %s (2 instances, cluster mode) to apply the changed environment variables AKIG_TOKEN" % name)
-    assert SECRET not in json.dumps(applied) and SECRET not in json.dumps(warned)
-    assert all(p["pm2_env"]["env"]["AKIG_TOKEN"] == SECRET for p in jlist(pm2_home) if p["name"] == name)
+    assert secret not in json.dumps(applied) and secret not in json.dumps(warned)
+    assert all(p["pm2_env"]["env"]["AKIG_TOKEN"] == secret for p in jlist(pm2_home) if p["name"] == name)
     assert run_module(pm2_home, name=name, env=env, update_env=True)["changed"] is False
 
 
