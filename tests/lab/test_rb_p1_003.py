@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 
@@ -68,6 +69,7 @@ def assert_app_healthy_on(node: str) -> None:
 def fresh_lab(secrets: dict[str, str]) -> Iterator[dict[str, str]]:
     labctl("reset", timeout=300)
     secrets = json.loads((STATE / "secrets.json").read_text())
+    shutil.rmtree(STATE / "incidents", ignore_errors=True)
     http("http://127.0.0.41/_emulator/reset", method="POST")
     yield secrets
     labctl("reset", timeout=300)
@@ -84,6 +86,16 @@ def test_planned_failover_loses_nothing_and_fences_the_old_primary(fresh_lab: di
     texts = [e.get("text") or "" for e in ledger("slack")]
     assert any("INCIDENT ALERT" in t for t in texts)
     assert "RTO" in proc.stdout
+    # the timeline callback recorded every phase under the incident the runbook opened
+    (incident_dir,) = [d for d in (STATE / "incidents").iterdir() if d.name.startswith("INC-")]
+    records = [json.loads(line) for line in (incident_dir / "timeline.jsonl").read_text().splitlines()]
+    phases = {r.get("phase") for r in records if "task" in r}
+    assert {"detect", "analyse", "mitigate", "resolve", "communicate"} <= phases, phases
+    assert all(r.get("severity") == "P1" for r in records if "task" in r)
+    report = (incident_dir / "report.md").read_text()
+    assert f"## Incident Report: {incident_dir.name}" in report and "Failed over to db-2" in report
+    for value in fresh_lab.values():
+        assert value not in report and value not in (incident_dir / "timeline.jsonl").read_text()
     # rerun: the database part changes nothing
     again = run_playbook("-e", "rb_p1_003_strategy=failover", "--tags", "mitigate")
     assert again.returncode == 0, again.stdout[-3000:]
