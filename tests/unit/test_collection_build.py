@@ -31,4 +31,4 @@ def test_build_install_and_resolve(tmp_path: Path) -> None:
                        ("callback", "akig.runbooks.timeline")]:
         doc = subprocess.run([str(BIN / "ansible-doc"), "-t", kind, name], capture_output=True, text=True, env=env,
                              check=False, timeout=120)
-        assert doc.returncode == 0 and name.split(".")[-1] in doc.stdout, doc.stderr
+        assert doc.returncode == 0 and name.rsplit(".", maxsplit=1)[-1] in doc.stdout, doc.stderr
