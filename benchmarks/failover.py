@@ -89,11 +89,13 @@ def one_run(scenario: str) -> dict[str, float]:
     sh(str(REPO / "lab" / "akig-lab"), "reset")
     secrets = json.loads((STATE / "secrets.json").read_text())
     pw = secrets["pg_superuser_password"]
-    with connect(NODES["db-1"], pw, 3) as conn, conn.cursor() as cur:
+    conn = connect(NODES["db-1"], pw, 3)  # autocommit, and no `with conn` (that opens a transaction block)
+    with conn.cursor() as cur:
         cur.execute("CREATE TABLE IF NOT EXISTS bench_writes (id bigint PRIMARY KEY, at timestamptz DEFAULT now())")
         if scenario == "crash-sync":
             cur.execute("ALTER SYSTEM SET synchronous_standby_names = 'db-2'")
             cur.execute("SELECT pg_reload_conf()")
+    conn.close()
     time.sleep(1.0)
     writer = Writer(pw)
     writer.start()
@@ -108,9 +110,11 @@ def one_run(scenario: str) -> dict[str, float]:
     match = re.search(r"RTO ([0-9.]+) s", proc.stdout)
     rto = float(match.group(1)) if match else float("nan")
     present: set[int] = set()
-    with connect(NODES["db-2"], pw, 3) as conn, conn.cursor() as cur:
+    conn = connect(NODES["db-2"], pw, 3)
+    with conn.cursor() as cur:
         cur.execute("SELECT id FROM bench_writes")
         present = {row[0] for row in cur.fetchall()}
+    conn.close()
     lost = sum(1 for seq, _node, _t in writer.acked if seq not in present)
     old = [t for _s, n, t in writer.acked if n == "db-1"]
     new = [t for _s, n, t in writer.acked if n == "db-2"]
