@@ -93,7 +93,7 @@ def one_run(scenario: str) -> dict[str, float]:
     with conn.cursor() as cur:
         cur.execute("CREATE TABLE IF NOT EXISTS bench_writes (id bigint PRIMARY KEY, at timestamptz DEFAULT now())")
         if scenario == "crash-sync":
-            cur.execute("ALTER SYSTEM SET synchronous_standby_names = '"db-2"'")
+            cur.execute("""ALTER SYSTEM SET synchronous_standby_names = '"db-2"'""")
             cur.execute("SELECT pg_reload_conf()")
     conn.close()
     time.sleep(1.0)
