@@ -1,0 +1,88 @@
+"""RB-P1-001 against the real lab: each fault injected, the runbook run, the lab verified healthy
+from outside, and the decision path asserted (the right mitigation, and not the others)."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from typing import Iterator
+
+import pytest
+
+from conftest import APPS, REPO, STATE, http, labctl, pm2_procs
+
+PLAYBOOK = "playbooks/rb-p1-001-critical-bug.yml"
+
+
+def run_playbook(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
+           "AKIG_TIMELINE_DIR": str(STATE / "incidents")}
+    return subprocess.run([str(REPO / ".venv" / "bin" / "ansible-playbook"), PLAYBOOK, *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+
+
+def diagnoses(out: str) -> dict[str, str]:
+    return dict(re.findall(r'"msg": "(app-\d): (\w+) ', out))
+
+
+def head(host: str) -> str:
+    return subprocess.run(["git", "-C", str(STATE / host / "akig"), "log", "-1", "--format=%s"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def backend_pids(host: str) -> set[int]:
+    return {p["pid"] for p in pm2_procs(host) if p["name"] == "akig-backend"}
+
+
+@pytest.fixture
+def cleared(lab_up) -> Iterator[None]:
+    yield
+    labctl("fault", "clear")
+
+
+def assert_healthy() -> None:
+    for addr in APPS.values():
+        assert http(f"http://{addr}:4000/api/health")[0] == 200
+    for path in ("/", "/contrats", "/paiements"):
+        assert http(f"http://{APPS['app-1']}:3000{path}")[0] == 200
+
+
+def test_backend_crash_is_restarted_and_nothing_else(cleared) -> None:
+    before = head("app-1")
+    labctl("fault", "backend_crash")
+    proc = run_playbook()
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert diagnoses(proc.stdout) == {"app-1": "backend_down", "app-2": "backend_down"}
+    assert "error rate 40.0 % (breach: True)" in proc.stdout
+    assert head("app-1") == before  # nothing reverted
+    assert not re.search(r"TASK \[akig.runbooks.app_recovery : Build the frontend\][^\n]*\n(changed|ok):", proc.stdout)
+    assert_healthy()
+
+
+def test_frontend_broken_is_rebuilt_without_touching_the_backend(cleared) -> None:
+    before = {h: backend_pids(h) for h in APPS}
+    labctl("fault", "frontend_broken")
+    proc = run_playbook()
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert diagnoses(proc.stdout) == {"app-1": "frontend_broken", "app-2": "healthy"}
+    assert {h: backend_pids(h) for h in APPS} == before
+    assert_healthy()
+
+
+def test_bad_deploy_is_reverted(cleared) -> None:
+    labctl("fault", "bad_deploy")
+    proc = run_playbook()
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert diagnoses(proc.stdout) == {"app-1": "bad_deploy", "app-2": "bad_deploy"}
+    for host in APPS:
+        assert head(host).startswith('Revert "deploy: AKIG 1.5.0')
+    assert_healthy()
+
+
+def test_check_mode_changes_nothing(cleared) -> None:
+    labctl("fault", "backend_crash")
+    proc = run_playbook("--check")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert diagnoses(proc.stdout) == {"app-1": "backend_down", "app-2": "backend_down"}
+    for addr in APPS.values():
+        assert http(f"http://{addr}:4000/api/health", timeout=2)[0] != 200
