@@ -77,6 +77,8 @@ def test_bad_deploy_is_reverted(cleared) -> None:
     for host in APPS:
         assert head(host).startswith('Revert "deploy: AKIG 1.5.0')
     assert_healthy()
+    report = sorted((STATE / "incidents").glob("*/report.md"), key=lambda p: p.stat().st_mtime)[-1].read_text()
+    assert "**Root Cause**: app-1: bad_deploy; app-2: bad_deploy" in report
 
 
 def test_check_mode_changes_nothing(cleared) -> None:
