@@ -98,7 +98,9 @@ class Load:
         while not self._stop.is_set():
             begin = time.monotonic()
             try:
-                self.pids.add(health(self.port)["pid"])
+                # a slow answer on a busy 2-core machine is not a dropped request: only refusals and
+                # resets count, so the per-request timeout is generous
+                self.pids.add(health(self.port, timeout=10)["pid"])
                 self.ok += 1
             except Exception as exc:  # pylint: disable=broad-except  # every failure counts, whatever its kind
                 self.failures.append(repr(exc))
