@@ -18,8 +18,9 @@ tested against a real PostgreSQL 15 primary with streaming standbys
   the replicas and slots of one node; :func:`run_info` is the whole
   ``pg_replication_info`` module.
 * :func:`promote` is the whole ``pg_promote`` decision and action: refuse,
-  no-op on a primary, plan in check mode, or ``pg_promote()`` then prove the node
-  writable and make the new timeline durable.
+  no-op on a primary, plan in check mode, or (after waiting, when asked, until the
+  standby has received the old primary's shutdown checkpoint) ``pg_promote()`` then
+  prove the node writable and make the new timeline durable.
 
 Timeline: PostgreSQL has no function returning the current timeline directly.
 On a primary it is the larger of ``pg_control_checkpoint().timeline_id`` and the
@@ -524,6 +525,9 @@ def promote(
     checkpoint: bool = True,
     expected_timeline_min: Optional[int] = None,
     resume_paused: bool = False,
+    wait_received_lsn: Optional[str] = None,
+    catchup_timeout: float = 15,
+    poll_interval: float = POLL_S,
     check_mode: bool = False,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
@@ -532,11 +536,14 @@ def promote(
     """Promote the standby behind ``conn`` (named ``target`` in messages); see the ``pg_promote`` module.
 
     Read the state, then refuse, do nothing (already a primary), plan (check mode) or promote.
+    With ``wait_received_lsn`` (the old primary's shutdown checkpoint), first wait until the standby
+    has received past it and replayed all it received (:func:`_wait_caught_up`).
     Raises :class:`PgError` when it refuses or when the promotion fails or cannot be proved;
     its ``result`` then says what was done so far.
     """
     if wait_seconds < 1:
         raise PgError("wait_seconds must be at least 1, got %d" % wait_seconds)
+    wanted = _check_catchup_options(wait_received_lsn, catchup_timeout, poll_interval)
     state = replication_info(conn)
     timeline = state["timeline"]
     result: Dict[str, Any] = {
@@ -547,6 +554,8 @@ def promote(
         "promoted_at": None,
         "duration_s": None,
         "lsn_at_promotion": None,
+        "received_lsn": state["receive_lsn"],
+        "catchup_seconds": 0.0,
         "actions": [],
     }
 
@@ -559,6 +568,9 @@ def promote(
                 **result,
             )
         result["actions"] = ["%s is already a primary on timeline %s; nothing to do" % (target, timeline)]
+        if wanted is not None:
+            result["actions"].append("did not wait for it to receive past %s: it is no longer a standby"
+                                     % wait_received_lsn)
         result["diff"] = {"before": _diff_state(state), "after": _diff_state(state)}
         return result
 
@@ -577,6 +589,17 @@ def promote(
         if state["replay_paused"]:
             plan.append("resume WAL replay on %s (paused with %s not replayed) so the promotion replays them"
                         % (target, pending_text))
+        if wanted is not None:
+            with conn.cursor() as cur:
+                position = _catchup_position(cur)
+            result["received_lsn"] = position[0]
+            if _caught_up(position, wanted):
+                plan.append("%s has already received past %s (received %s, replayed %s); no need to wait" % (
+                    target, wait_received_lsn, position[0], position[2]))
+            else:
+                plan.append("wait up to %s s until %s has received past %s and replayed all it received; it has not "
+                            "yet: %s" % (_seconds(catchup_timeout), target, wait_received_lsn,
+                                         _behind_text(position, wanted, wait_received_lsn)))
         plan.append("promote %s (standby on timeline %s, replay LSN %s) with %s" % (target, timeline, state["replay_lsn"], promote_call))
         if wait:
             plan.append("wait until %s leaves recovery and accepts a write (probe in a rolled-back transaction)" % target)
@@ -596,6 +619,11 @@ def promote(
             cur.execute("SELECT pg_wal_replay_resume()")
             done.append("resumed WAL replay on %s (paused with %s not replayed) so the promotion replayed them"
                         % (target, pending_text))
+        if wanted is not None:
+            result["changed"] = bool(done)
+            _wait_caught_up(cur, target, wait_received_lsn or "", wanted, catchup_timeout, poll_interval, result,
+                            clock, sleep)
+            result["changed"] = True
         started = clock()
         try:
             cur.execute("SELECT pg_promote(%s, %s)", (wait, wait_seconds))
@@ -634,7 +662,7 @@ def promote(
                     "it is idempotent" % (target, wait_seconds, last_error, log_hint),
                     **result,
                 )
-            sleep(POLL_S)
+            sleep(poll_interval)
         duration = clock() - started
         result.update(
             promoted_at=format_ts(now()),
@@ -669,6 +697,90 @@ def promote(
     return result
 
 
+_CATCHUP_SQL = """
+WITH w AS MATERIALIZED (
+    SELECT pg_last_wal_receive_lsn() AS received, pg_last_wal_replay_lsn() AS replayed, pg_is_in_recovery() AS recovery
+)
+SELECT received::text, pg_wal_lsn_diff(received, '0/0'), replayed::text, pg_wal_lsn_diff(replayed, '0/0'), recovery
+  FROM w
+"""
+
+# (received LSN, its byte position, replayed LSN, its byte position, in recovery)
+Position = Tuple[Optional[str], Optional[int], Optional[str], Optional[int], bool]
+
+
+def _check_catchup_options(lsn: Optional[str], timeout: float, interval: float) -> Optional[int]:
+    """The byte position of ``wait_received_lsn`` (None without one), or PgError for bad options."""
+    if timeout < 0:
+        raise PgError("catchup_timeout must be 0 or more seconds, got %s" % timeout)
+    if not 0 < interval <= 60:
+        raise PgError("poll_interval must be more than 0 and at most 60 seconds, got %s" % interval)
+    if lsn is None:
+        return None
+    try:
+        return parse_lsn(lsn)
+    except ValueError as exc:
+        raise PgError("wait_received_lsn: %s" % exc) from None
+
+
+def _catchup_position(cur: Any) -> Position:
+    received, received_bytes, replayed, replayed_bytes, recovery = _one(cur, _CATCHUP_SQL)
+    return received, _int(received_bytes), replayed, _int(replayed_bytes), recovery
+
+
+def _caught_up(position: Position, wanted: int) -> bool:
+    """Received the record at ``wanted`` itself (strictly past its start) and replayed all it received."""
+    received_bytes, replayed_bytes = position[1], position[3]
+    return (received_bytes is not None and replayed_bytes is not None
+            and received_bytes > wanted and replayed_bytes >= received_bytes)
+
+
+def _seconds(value: float) -> str:
+    return ("%g" % value) if value != int(value) else "%d" % value
+
+
+def _behind_text(position: Position, wanted: int, lsn: str) -> str:
+    received, received_bytes, replayed, replayed_bytes = position[0:4]
+    if received_bytes is None:
+        return ("it has received no WAL by streaming (pg_last_wal_receive_lsn() is NULL; replayed %s), so it is not "
+                "known to have the WAL up to %s" % (replayed, lsn))
+    if received_bytes <= wanted:
+        gap = wanted - received_bytes
+        where = ("%d bytes behind %s" % (gap, lsn)) if gap else "exactly up to %s" % lsn
+        return "it has received WAL up to %s (replayed %s), %s, and must receive past it" % (received, replayed, where)
+    return ("it received past %s (up to %s) but replayed only up to %s, %d bytes behind what it received"
+            % (lsn, received, replayed, received_bytes - (replayed_bytes or 0)))
+
+
+def _wait_caught_up(cur: Any, target: str, lsn: str, wanted: int, timeout: float, interval: float,
+                    result: Dict[str, Any], clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
+    """Poll until the standby has received past ``lsn`` and replayed all it received, or PgError at ``timeout``."""
+    started = clock()
+    deadline = started + timeout
+    while True:
+        position = _catchup_position(cur)
+        result["received_lsn"] = position[0]
+        result["catchup_seconds"] = round(clock() - started, 3)
+        if not position[4]:
+            raise PgError("%s left recovery while this task waited for it to receive past %s: another actor "
+                          "promoted it; re-run to observe, it is idempotent" % (target, lsn), **result)
+        if _caught_up(position, wanted):
+            result["actions"].append(
+                "waited %.2f s until %s had received past %s (received %s, replayed %s)" % (
+                    result["catchup_seconds"], target, lsn, position[0], position[2]))
+            return
+        if clock() >= deadline:
+            result["actions"].append("waited %s s for %s to receive past %s; it did not" % (
+                _seconds(timeout), target, lsn))
+            raise PgError(
+                "%s did not catch up with the old primary within catchup_timeout=%s s: %s; nothing was promoted. "
+                "Check replication (pg_stat_wal_receiver on %s, the server logs of both nodes), then re-run; or "
+                "re-run without wait_received_lsn to promote anyway (forcing), losing the WAL it lacks" % (
+                    target, _seconds(timeout), _behind_text(position, wanted, lsn), target),
+                **result)
+        sleep(interval)
+
+
 def _diff_state(state: Mapping[str, Any]) -> Dict[str, Any]:
     return {"role": state["role"], "in_recovery": state["in_recovery"], "timeline": state["timeline"]}
 
@@ -676,6 +788,9 @@ def _diff_state(state: Mapping[str, Any]) -> Dict[str, Any]:
 def run_promote(params: Mapping[str, Any], check_mode: bool, application_name: str = "akig.runbooks.pg_promote") -> Dict[str, Any]:
     """The ``pg_promote`` module: every connection failure fails the task."""
     opts = ConnectionOptions.from_params(params)
+    catchup_timeout = 15 if params.get("catchup_timeout") is None else params["catchup_timeout"]
+    poll_interval = POLL_S if params.get("poll_interval") is None else params["poll_interval"]
+    _check_catchup_options(params.get("wait_received_lsn"), catchup_timeout, poll_interval)  # before connecting
     conn = connect(opts, application_name)
     try:
         return promote(
@@ -686,6 +801,9 @@ def run_promote(params: Mapping[str, Any], check_mode: bool, application_name: s
             checkpoint=params["checkpoint"],
             expected_timeline_min=params.get("expected_timeline_min"),
             resume_paused=params["resume_paused"],
+            wait_received_lsn=params.get("wait_received_lsn"),
+            catchup_timeout=catchup_timeout,
+            poll_interval=poll_interval,
             check_mode=check_mode,
         )
     except PgError as exc:

@@ -323,6 +323,7 @@ class Request:
     reload_fallback: bool = True
     wait_online: bool = True
     timeout: int = 60
+    stable_seconds: float = STABLE_S
 
     @property
     def source(self) -> Optional[str]:
@@ -356,6 +357,10 @@ def request_from_params(params: Mapping[str, Any]) -> Request:
     for label, path in (("ecosystem file", ecosystem), ("script", script)):
         if path and not os.path.isfile(path):
             raise Pm2Error("%s '%s' for pm2 app '%s' does not exist or is not a file; check the path" % (label, path, name))
+    stable = params.get("stable_seconds")
+    stable = STABLE_S if stable is None else float(stable)
+    if stable < 0 or stable >= timeout:
+        raise Pm2Error("stable_seconds=%s is not valid: give 0 or more seconds, less than timeout=%s" % (stable, timeout))
     env = params.get("env")
     return Request(
         name=name,
@@ -370,6 +375,7 @@ def request_from_params(params: Mapping[str, Any]) -> Request:
         reload_fallback=params.get("reload_fallback", True) is not False,
         wait_online=params.get("wait_online", True) is not False,
         timeout=timeout,
+        stable_seconds=stable,
     )
 
 
@@ -872,7 +878,7 @@ def run(params: Mapping[str, Any], check_mode: bool, runner: Runner = subprocess
         goal = todo.wait or "online"
         try:
             after_list, reached = wait_for(client, req.name, goal, old_pids, max(1, int(round(req.timeout - (clock() - started)))),
-                                           clock=clock, sleep=sleep)
+                                           stable_s=req.stable_seconds, clock=clock, sleep=sleep)
         except Pm2Error as exc:
             exc.result.update(changed=True, actions=result["actions"], warnings=result["warnings"])
             exc.result["processes"] = [entry for entry in exc.result.get("all_processes", []) if entry["name"] == req.name]

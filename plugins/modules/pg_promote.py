@@ -19,6 +19,10 @@ description:
     example to stop before a bad change is replayed) unless O(resume_paused=true), and when the node is
     already a primary on a timeline lower than O(expected_timeline_min) (it is then most likely the old
     primary, not the promoted standby).
+  - With O(wait_received_lsn) (the old primary's shutdown checkpoint, RV(akig.runbooks.pg_fence#module:checkpoint_lsn)),
+    first waits until the standby has received that checkpoint record and replayed everything it received, so a
+    planned failover loses nothing; it fails, promoting nothing, when that does not happen within
+    O(catchup_timeout).
   - After C(pg_promote(wait => true)) returns, waits until the node is out of recovery B(and) a write
     succeeds (C(CREATE TEMP TABLE akig_promote_probe) in a transaction that is rolled back, so nothing is
     left behind), then runs C(CHECKPOINT) so the new timeline is durable, and checks that the timeline
@@ -31,7 +35,8 @@ attributes:
   check_mode:
     support: full
     details: Reads the node's state and reports in RV(actions) what would be done; nothing is executed and
-      the standby stays in recovery. The refusals apply in check mode too.
+      the standby stays in recovery. The refusals apply in check mode too. With O(wait_received_lsn) the standby's
+      WAL positions are read once and RV(actions) says whether it has already caught up; there is no waiting.
   diff_mode:
     support: full
     details: The node's role, recovery state and timeline before and after.
@@ -101,6 +106,31 @@ options:
         replays the WAL already received first. Without it a paused standby is refused.
     type: bool
     default: false
+  wait_received_lsn:
+    description:
+      - An LSN such as V(0/3000028), normally the C(Latest checkpoint location) of the old primary after its clean
+        shutdown (RV(akig.runbooks.pg_fence#module:checkpoint_lsn) when
+        RV(akig.runbooks.pg_fence#module:stopped_cleanly) is true).
+      - Before promoting, poll the standby every O(poll_interval) seconds until C(pg_last_wal_receive_lsn()) is
+        B(greater) than this LSN (the shutdown checkpoint record starts at it, so the standby must have received
+        the record itself) B(and) C(pg_last_wal_replay_lsn()) is at least the received LSN. When that does not
+        happen within O(catchup_timeout) seconds the task fails and nothing is promoted; the message gives both
+        LSNs and how many bytes are missing. To promote anyway (forcing, losing the WAL the standby lacks), re-run
+        without this option.
+      - Ignored when the node is already a primary. With O(resume_paused=true) a paused replay is resumed before
+        the wait.
+    type: str
+  catchup_timeout:
+    description:
+      - Seconds to wait for the standby to catch up with O(wait_received_lsn). V(0) checks once.
+    type: int
+    default: 15
+  poll_interval:
+    description:
+      - Seconds between two reads of the standby's WAL positions while waiting for O(wait_received_lsn), and
+        between two checks whether the promoted node accepts writes. More than 0, at most 60.
+    type: float
+    default: 0.1
 notes:
   - Needs PostgreSQL 12 or later (C(pg_promote()) appeared in 12).
   - A failure message names the node, the cause and what to do next; it never contains the password.
@@ -131,6 +161,16 @@ EXAMPLES = r"""
   check_mode: true
   delegate_to: localhost
   register: __pg_failover_plan
+  no_log: "{{ pg_failover_secure_logging }}"
+
+- name: Planned failover - promote once the replica has received the old primary's shutdown checkpoint
+  akig.runbooks.pg_promote:
+    login_host: 10.0.2.12
+    login_password: "{{ vault_pg_superuser_password }}"
+    wait_received_lsn: "{{ __pg_failover_fence.checkpoint_lsn }}"
+    catchup_timeout: 15
+  delegate_to: localhost
+  when: __pg_failover_fence.stopped_cleanly
   no_log: "{{ pg_failover_secure_logging }}"
 
 - name: Promote again after an interrupted run; refuse if the node turns out to be the old primary
@@ -188,6 +228,21 @@ lsn_at_promotion:
   returned: always
   type: str
   sample: 0/3000148
+received_lsn:
+  description:
+    - The standby's C(pg_last_wal_receive_lsn()) right before the promotion (after the wait for
+      O(wait_received_lsn), when given; in check mode when read). V(null) on a node that is already a primary and
+      on a standby that has not received any WAL by streaming.
+  returned: always
+  type: str
+  sample: 0/30000A0
+catchup_seconds:
+  description:
+    - Seconds spent waiting for the standby to receive past O(wait_received_lsn) (V(0.0) when it already had,
+      without O(wait_received_lsn), on a primary and in check mode).
+  returned: always
+  type: float
+  sample: 0.204
 error_kind:
   description: Short class of the connection problem when the task failed to connect (V(auth), V(refused) ...).
   returned: failure
@@ -216,6 +271,9 @@ ARGUMENT_SPEC = dict(
     checkpoint=dict(type="bool", default=True),
     expected_timeline_min=dict(type="int"),
     resume_paused=dict(type="bool", default=False),
+    wait_received_lsn=dict(type="str"),
+    catchup_timeout=dict(type="int", default=15),
+    poll_interval=dict(type="float", default=0.1),
 )
 
 

@@ -126,6 +126,14 @@ options:
       - Stopping and deleting always wait for pm2 to confirm.
     type: bool
     default: true
+  stable_seconds:
+    description:
+      - With O(wait_online), how long every instance must stay C(online) with the same pid and restart count
+        before the task returns (a crash at boot shows up as a restart within this time).
+      - Set it lower (or V(0)) when a health check follows the task anyway, as in a failover where every second
+        of the restart counts; it must be less than O(timeout).
+    type: float
+    default: 1.0
   timeout:
     description:
       - Seconds allowed for each pm2 command and for the whole wait after the action.
@@ -329,6 +337,7 @@ ARGUMENT_SPEC: Dict[str, Dict[str, Any]] = dict(
     user=dict(type="str"),
     wait_online=dict(type="bool", default=True),
     timeout=dict(type="int", default=60),
+    stable_seconds=dict(type="float", default=1.0),
     update_env=dict(type="bool", default=False),
     reload_fallback=dict(type="bool", default=True),
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tarfile
 from typing import Iterator
 
 import pytest
@@ -47,7 +48,7 @@ def assert_healthy() -> None:
         assert http(f"http://{APPS['app-1']}:3000{path}")[0] == 200
 
 
-def test_backend_crash_is_restarted_and_nothing_else(cleared) -> None:
+def test_backend_crash_is_restarted_and_nothing_else(cleared, secrets) -> None:
     before = head("app-1")
     labctl("fault", "backend_crash")
     proc = run_playbook()
@@ -57,6 +58,19 @@ def test_backend_crash_is_restarted_and_nothing_else(cleared) -> None:
     assert head("app-1") == before  # nothing reverted
     assert not re.search(r"TASK \[akig.runbooks.app_recovery : Build the frontend\][^\n]*\n(changed|ok):", proc.stdout)
     assert_healthy()
+    # rolling: app-2's backend came back only after app-1's had passed its health gate
+    started = {h: [p["pm2_env"]["pm_uptime"] for p in pm2_procs(h) if p["name"] == "akig-backend"] for h in APPS}
+    assert min(started["app-2"]) > max(started["app-1"])
+    # the last hour of each host's logs is in the incident folder, without a secret
+    incident = sorted((STATE / "incidents").glob("INC-*/report.md"), key=lambda p: p.stat().st_mtime)[-1].parent
+    with tarfile.open(incident / "logs" / "app-1.tar.gz") as archive:
+        members = {m.name: archive.extractfile(m).read().decode() for m in archive.getmembers() if m.isfile()}
+    assert {"files/akig-backend-out.log", "files/akig-frontend-out.log", "files/akig-worker-out.log", "MANIFEST.txt"} <= set(members)
+    assert '"msg":"listening"' in members["files/akig-backend-out.log"]
+    assert (incident / "logs" / "app-2.tar.gz").is_file()
+    for value in secrets.values():
+        if len(str(value)) >= 8:
+            assert all(str(value) not in text for text in members.values())
 
 
 def test_frontend_broken_is_rebuilt_without_touching_the_backend(cleared) -> None:
@@ -88,3 +102,18 @@ def test_check_mode_changes_nothing(cleared) -> None:
     assert diagnoses(proc.stdout) == {"app-1": "backend_down", "app-2": "backend_down"}
     for addr in APPS.values():
         assert http(f"http://{addr}:4000/api/health", timeout=2)[0] != 200
+
+
+def test_database_cause_hands_over_to_rb_p1_003_in_the_same_incident(cleared) -> None:
+    labctl("fault", "db_primary_down")
+    proc = run_playbook("-e", "pg_failover_confirm=true")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert diagnoses(proc.stdout) == {"app-1": "database", "app-2": "database"}
+    # nothing was restarted, rebuilt or reverted on the app hosts by RB-P1-001 itself
+    assert not re.search(r"TASK \[akig.runbooks.app_recovery : (Build the frontend|Revert the last deploy)[^\n]*\n(changed|ok):",
+                         proc.stdout)
+    # RB-P1-003 ran in the same run and the same incident: one bounded restart of PostgreSQL fixed it
+    assert "PLAY [RB-P1-003 | Open the incident, detect and analyse, then restart or fail over]" in proc.stdout
+    assert "RB-P1-003 restart of db-1" in proc.stdout
+    assert len(set(re.findall(r"INC-\d{8}-\d{4}-P1-[0-9a-f]{4}", proc.stdout))) == 1
+    assert_healthy()

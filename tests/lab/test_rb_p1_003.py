@@ -115,7 +115,7 @@ def test_crash_is_repaired_by_a_bounded_restart_first(fresh_lab: dict[str, str])
     assert_app_healthy_on("db-1")
 
 
-def test_crash_then_failover_then_rejoin(fresh_lab: dict[str, str]) -> None:
+def test_crash_then_failover_then_rejoin_then_switchback(fresh_lab: dict[str, str]) -> None:
     labctl("fault", "db_primary_down")
     proc = run_playbook("-e", "rb_p1_003_strategy=failover")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
@@ -130,6 +130,30 @@ def test_crash_then_failover_then_rejoin(fresh_lab: dict[str, str]) -> None:
         cur.execute("SELECT application_name, state FROM pg_stat_replication")
         assert ("db-1", "streaming") in cur.fetchall()
     conn.close()
+
+    # planned switchback to db-1 with the same role: nothing acknowledged is lost, db-2 is fenced
+    with psycopg2.connect(host=DB["db-2"], port=5432, user="postgres", dbname="akig_db",
+                          password=fresh_lab["pg_superuser_password"]) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS switchback_marker (n int); INSERT INTO switchback_marker VALUES (42)")
+    conn.close()
+    back = run_playbook("-e", "rb_p1_003_strategy=failover", "-e", "pg_failover_primary=db-2",
+                        "-e", "pg_failover_candidate=db-1")
+    assert back.returncode == 0, back.stdout[-4000:] + back.stderr[-2000:]
+    assert "RB-P1-003 failover db-2 -> db-1" in back.stdout and "RPO 0 (planned" in back.stdout
+    assert writable("db-1", fresh_lab) is True and writable("db-2", fresh_lab) is None
+    assert_app_healthy_on("db-1")
+    conn = psycopg2.connect(host=DB["db-1"], port=5432, user="postgres", dbname="akig_db",
+                            password=fresh_lab["pg_superuser_password"])
+    with conn.cursor() as cur:
+        cur.execute("SELECT n FROM switchback_marker")
+        assert cur.fetchall() == [(42,)]
+        cur.execute("DROP TABLE switchback_marker")
+    conn.commit()
+    conn.close()
+    rejoin_back = run_playbook("-e", "pg_failover_primary=db-2", "-e", "pg_failover_new_primary=db-1",
+                               playbook="playbooks/pg-rejoin.yml")
+    assert rejoin_back.returncode == 0, rejoin_back.stdout[-4000:] + rejoin_back.stderr[-2000:]
+    assert writable("db-2", fresh_lab) is False
 
 
 def test_hung_primary_is_fenced_by_escalation(fresh_lab: dict[str, str]) -> None:
