@@ -894,6 +894,17 @@ def crash_and_stay_down(host: str) -> None:
         except ProcessLookupError:
             pass
     pm2(host, "stop", "akig-backend", check=False, timeout=60)
+    addr = APP_HOSTS[host]
+
+    def down() -> bool:
+        # pm2 may have been restarting a worker (autorestart after the SIGKILL, or a restart left
+        # over from an earlier fault) when the stop arrived: stop again until it stays down
+        if backend_pids(host) or http_json(f"http://{addr}:{BACKEND_PORT}/api/health", timeout=1)[0] == 200:
+            pm2(host, "stop", "akig-backend", check=False, timeout=60)
+            return False
+        return True
+
+    wait_for(down, 30, f"akig-backend on {host} to stay down", interval=0.5)
 
 
 def crash_loop_observed(host: str, timeout: float = 60) -> None:
