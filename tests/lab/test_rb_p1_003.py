@@ -213,6 +213,9 @@ def test_bad_input_is_refused_before_anything_changes(fresh_lab: dict[str, str])
     for args, message in [
         (["-e", "rb_p1_003_strategy=failover", "-e", "pg_failover_candidate=db-9"], "Unknown database host"),
         (["-e", "rb_p1_003_strategy=failover", "-e", "pg_failover_max_lag_bytes=lots"], "size 'lots' is not understood"),
+        (["-e", "rb_p1_003_strategy=failover", "-e", "pg_failover_max_lag_seconds=soon"], "duration 'soon' is not a duration"),
+        (["-e", "akig_pg_superuser_password=not-the-password"], "password authentication failed"),
+        (["-e", "rb_p1_003_strategy=failover", "-e", "pg_failover_primary=db-7"], "Unknown database host"),
         (["-e", "rb_p1_003_strategy=sideways"], "rb_p1_003_strategy must be"),
         (["-e", "rb_p1_003_strategy=failover", "-e", "pg_failover_candidate=db-1", "-e", "pg_failover_primary=db-2"],
          "is not a primary: it is a standby"),
