@@ -888,18 +888,28 @@ def proc_up(p: dict[str, Any]) -> bool:
 def crash_and_stay_down(host: str) -> None:
     """SIGKILL every akig-backend process, then leave it stopped (pm2 will not bring it back),
     as after a crash that pm2 could not recover from."""
-    for pid in backend_pids(host):
+    killed = set(backend_pids(host))
+    for pid in killed:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    # pm2 restarts a killed worker after its (exponential) restart delay; a stop that lands before
+    # that timer fires is undone by it (the worker comes back "online", with or without a pid).
+    # Let pm2 finish its restarts first, then stop: nothing is pending any more.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        procs = [p for p in pm2_list(host) if p["name"] == "akig-backend"]
+        if procs and all(proc_up(p) and p["pid"] not in killed for p in procs):
+            break
+        time.sleep(0.2)
     pm2(host, "stop", "akig-backend", check=False, timeout=60)
     addr = APP_HOSTS[host]
 
     def down() -> bool:
-        # pm2 may have been restarting a worker (autorestart after the SIGKILL, or a restart left
-        # over from an earlier fault) when the stop arrived: stop again until it stays down
-        if backend_pids(host) or http_json(f"http://{addr}:{BACKEND_PORT}/api/health", timeout=1)[0] == 200:
+        procs = [p for p in pm2_list(host) if p["name"] == "akig-backend"]
+        if (any(p.get("pm2_env", {}).get("status") != "stopped" or p.get("pid") for p in procs)
+                or http_json(f"http://{addr}:{BACKEND_PORT}/api/health", timeout=1)[0] == 200):
             pm2(host, "stop", "akig-backend", check=False, timeout=60)
             return False
         return True
@@ -1104,6 +1114,9 @@ def fault_clear(sec: dict[str, str]) -> None:
         (app_dir(host) / "shared" / "maintenance.flag").unlink(missing_ok=True)
         procs = pm2_list(host)
         if not procs or restart or not all(proc_up(p) for p in procs):
+            # a fresh pm2 entry: no restart timer or grown restart delay left over from a crash loop
+            if restart or not all(proc_up(p) for p in procs if p["name"] == "akig-backend"):
+                pm2(host, "delete", "akig-backend", check=False, timeout=60)
             pm2(host, "startOrRestart", str(app_dir(host) / "ecosystem.config.js"), timeout=90)
     for host, addr in APP_HOSTS.items():
         wait_for(lambda a=addr: http_json(f"http://{a}:{BACKEND_PORT}/api/health")[0] == 200, 45,
