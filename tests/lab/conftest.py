@@ -105,6 +105,14 @@ def login(lab_up: dict[str, str]) -> Callable[[str], tuple[int, Any]]:
     return do
 
 
+def ansible_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a playbook of the collection against the lab inventory, the timeline in the lab's incident folder."""
+    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
+           "AKIG_TIMELINE_DIR": str(STATE / "incidents")}
+    return subprocess.run([str(REPO / ".venv" / "bin" / "ansible-playbook"), playbook, *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+
+
 def ledger(service: str | None = None) -> list[dict[str, Any]]:
     status, body = http(f"{SAAS}/_emulator/ledger" + (f"?service={service}" if service else ""))
     assert status == 200, f"emulator ledger unavailable: {status}"

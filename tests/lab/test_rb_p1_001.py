@@ -2,7 +2,6 @@
 from outside, and the decision path asserted (the right mitigation, and not the others)."""
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import tarfile
@@ -10,16 +9,13 @@ from typing import Iterator
 
 import pytest
 
-from conftest import APPS, REPO, STATE, http, labctl, pm2_procs
+from conftest import ansible_playbook, APPS, STATE, http, labctl, pm2_procs
 
 PLAYBOOK = "playbooks/rb-p1-001-critical-bug.yml"
 
 
 def run_playbook(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
-           "AKIG_TIMELINE_DIR": str(STATE / "incidents")}
-    return subprocess.run([str(REPO / ".venv" / "bin" / "ansible-playbook"), PLAYBOOK, *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
+    return ansible_playbook(PLAYBOOK, *args)
 
 
 def diagnoses(out: str) -> dict[str, str]:

@@ -14,16 +14,13 @@ from typing import Any, Iterator
 import psycopg2
 import pytest
 
-from conftest import APPS, DB, REPO, STATE, http, labctl, ledger, wait_until
+from conftest import ansible_playbook, APPS, DB, STATE, http, labctl, ledger, wait_until
 
 PLAYBOOK = "playbooks/rb-p1-003-db-failover.yml"
 
 
 def run_playbook(*args: str, playbook: str = PLAYBOOK) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
-           "AKIG_TIMELINE_DIR": str(STATE / "incidents")}
-    return subprocess.run([str(REPO / ".venv" / "bin" / "ansible-playbook"), playbook, *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
+    return ansible_playbook(playbook, *args)
 
 
 def writable(node: str, secrets: dict[str, str]) -> bool | None:

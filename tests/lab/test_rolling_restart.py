@@ -19,16 +19,13 @@ from typing import Any, Iterator
 
 import pytest
 
-from conftest import APPS, REPO, STATE, http, pm2_procs, wait_until
+from conftest import ansible_playbook, APPS, REPO, STATE, http, pm2_procs, wait_until
 
 PLAYBOOK = "playbooks/rolling-restart.yml"
 
 
 def run_playbook(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
-           "AKIG_TIMELINE_DIR": str(STATE / "incidents")}
-    return subprocess.run([str(REPO / ".venv" / "bin" / "ansible-playbook"), PLAYBOOK, *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
+    return ansible_playbook(PLAYBOOK, *args)
 
 
 def backend(host: str) -> list[dict[str, Any]]:

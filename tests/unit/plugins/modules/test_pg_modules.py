@@ -141,18 +141,26 @@ def ansible(tmp_path: Path, cluster: PgCluster) -> Ansible:
 # --------------------------------------------------------------------------
 
 
-def test_ansible_doc_renders_both_modules(ansible: Ansible) -> None:
+def test_ansible_doc_renders_the_pg_modules(ansible: Ansible) -> None:
     info_proc = ansible.start([str(VENV_BIN / "ansible-doc"), "akig.runbooks.pg_replication_info"])
     promote_proc = ansible.start([str(VENV_BIN / "ansible-doc"), "akig.runbooks.pg_promote"])
-    info_doc, promote_doc = ansible.finish(info_proc), ansible.finish(promote_proc)
+    fence_proc = ansible.start([str(VENV_BIN / "ansible-doc"), "akig.runbooks.pg_fence"])
+    info_doc, promote_doc, fence_doc = ansible.finish(info_proc), ansible.finish(promote_proc), ansible.finish(fence_proc)
     connection = ("login_host", "login_port", "login_user", "login_password", "login_db", "connect_timeout")
     for run, options, returns in (
         (info_doc, connection + ("primary_lsn",),
          ("reachable", "error", "version", "in_recovery", "role", "timeline", "current_lsn", "receive_lsn",
           "replay_lsn", "replay_paused", "lag_bytes", "lag_seconds", "wal_receiver", "replicas", "slots",
           "accepts_writes", "connections")),
-        (promote_doc, connection + ("wait", "wait_seconds", "checkpoint", "expected_timeline_min", "resume_paused"),
-         ("actions", "timeline_before", "timeline_after", "promoted_at", "duration_s", "lsn_at_promotion")),
+        (promote_doc, connection + ("wait", "wait_seconds", "checkpoint", "expected_timeline_min", "resume_paused",
+                                    "wait_received_lsn", "catchup_timeout", "poll_interval"),
+         ("actions", "timeline_before", "timeline_after", "promoted_at", "duration_s", "lsn_at_promotion",
+          "received_lsn", "catchup_seconds")),
+        (fence_doc,
+         ("data_dir", "bin_dir", "os_user", "service_manager", "service_name", "stop_timeout", "state",
+          "primary_conninfo", "primary_slot_name"),
+         ("cluster_state", "checkpoint_lsn", "timeline", "stopped_cleanly", "was_running", "stop_mode", "fenced",
+          "actions")),
     ):
         assert run.rc == 0, run.stderr
         assert "ERROR" not in run.stderr and "WARNING" not in run.stderr, run.stderr
