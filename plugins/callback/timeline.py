@@ -9,27 +9,44 @@ DOCUMENTATION = r"""
 name: timeline
 type: notification
 author: AKIG Engineering Team (@akig-sre)
-short_description: Record an incident timeline and write the incident report
+short_description: Record a runbook run's timeline and write its incident report
 description:
   - Appends one JSON line per task result (ok, changed, failed, unreachable, skipped) to
-    C(<output_dir>/<incident_id>/timeline.jsonl), framed by a C(run_start) line when the first play
+    C(timeline.jsonl) in the run's folder, framed by a C(run_start) line when the first play
     starts and a C(run_end) line with per-host counts when the playbook ends.
-  - Each line carries the incident id, runbook, severity, phase, task name, role, host, outcome,
-    duration and, when an SLA policy is available, the SLA state at that moment.
+  - The run's folder is C(<output_dir>/<incident id>) for an incident. A run that is not an
+    incident (a health check, a lab fault, a rejoin without an incident) goes to
+    C(<runs_dir>/<UTC stamp>-<playbook name>), for example C(artifacts/runs/20261130T142300Z-lab-health).
+  - A run is an incident when an incident id is known from O(incident_id), from C(akig_incident.id)
+    in the play variables or extra vars, or from an C(akig_incident) fact set during the run with
+    M(ansible.builtin.set_fact) (what the C(akig.runbooks.incident) role does). Until one is known the
+    lines go to the run's folder under O(runs_dir), so they are on disk as the tasks run; when the
+    incident becomes known the lines written so far are appended to the incident's timeline and the
+    run's folder is removed (it is kept when that copy could not be written).
+  - Each line carries the incident id (null outside an incident), runbook, severity, phase, task
+    name, role, host, outcome, duration and, when an SLA policy is available, the SLA state at that
+    moment.
   - The phase of a task is its first tag among C(detect), C(analyse) (or C(analyze)), C(mitigate),
     C(resolve), C(communicate); else the C(akig_phase) var set on the task, its block or include;
     else the phase of the previous task; else C(unknown).
-  - At the end of the run writes C(<output_dir>/<incident_id>/report.md), the AKIG incident report
-    (When, Severity, Impact, Root Cause, Fix, Prevention, Cost, Next steps) with the SLA verdict,
-    a per-phase summary and the timeline table. Impact, Root Cause, Fix, Prevention, Cost and
-    Next steps come from the C(akig_report) fact a runbook sets with M(ansible.builtin.set_fact)
-    (keys C(impact), C(root_cause), C(fix), C(prevention) (list), C(cost), C(next_steps) (list));
-    missing ones are marked as to be completed.
+  - At the end of the run writes C(report.md) next to the timeline, the runbook document's incident
+    report template filled from the run fact C(akig_run) that the runbook frame sets with
+    M(ansible.builtin.set_fact) (the latest value seen wins). Status (C(FAILED) with the failing task,
+    host and a masked one-line message, or the fixed text "details hidden (no_log)" for a C(no_log) task), When,
+    Severity and title, Impact, Root cause and its evidence, what the runbook changed per host,
+    the measured figures (RTO, RPO, SLA, escalation tiers, any C(name)/C(value) pair), the milestones
+    (alert sent, cause identified, mitigation applied, service restored, resolution sent, each with
+    its UTC time and the time since the start, C(—) when missing), Prevention (checkboxes), Cost,
+    Next steps, and the time of each phase, which adds up to the run's wall time.
+  - The report lists no task; it links to C(timeline.jsonl) for the detail. The older C(akig_report)
+    fact (keys C(impact), C(root_cause), C(fix), C(prevention), C(cost), C(next_steps)) is still read
+    and fills what C(akig_run) leaves empty. See C(docs/report.md) in the collection.
   - The timeline never contains task arguments, module results, invocation data, environment
     values or variable values. For a failed task without C(no_log), a one-line message of at most
-    300 characters is kept; for a C(no_log) task nothing of the result is kept and the line is
-    marked C(censored). The C(akig_report) fact of a set_fact result without C(no_log) is the only
-    result content read.
+    300 characters is kept, with what looks like a credential masked; for a C(no_log) task nothing of
+    the result is kept and the line is marked C(censored). The C(akig_run), C(akig_report) and
+    C(akig_incident) facts of a set_fact result without C(no_log) are the only result content read,
+    and only their documented keys, as bounded one-line texts.
   - Task names are written as templated by Ansible. Task names must therefore never contain
     secrets.
   - Works the same under C(ansible-playbook) and C(ansible-runner); it writes files only, never
@@ -37,7 +54,7 @@ description:
 requirements:
   - Enable it with C(callbacks_enabled = akig.runbooks.timeline) in the C([defaults]) section of
     C(ansible.cfg), or C(ANSIBLE_CALLBACKS_ENABLED=akig.runbooks.timeline).
-  - A writable O(output_dir) on the controller.
+  - A writable O(output_dir) and O(runs_dir) on the controller.
 options:
   output_dir:
     description:
@@ -52,12 +69,25 @@ options:
     ini:
       - section: callback_timeline
         key: output_dir
+  runs_dir:
+    description:
+      - Directory for the runs that are not incidents, one sub-directory C(<UTC stamp>-<playbook name>)
+        per run (C(-2), C(-3)... is added when two runs start in the same second).
+      - When not set, C(runs) next to O(output_dir), for example C(./artifacts/runs).
+      - Relative paths are resolved as for O(output_dir).
+    type: path
+    env:
+      - name: AKIG_TIMELINE_RUNS_DIR
+    ini:
+      - section: callback_timeline
+        key: runs_dir
   incident_id:
     description:
       - Incident identifier, used as directory name (characters other than letters, digits,
         C(.), C(_) and C(-) are replaced by C(_)).
-      - When not set, C(akig_incident.id) from the play variables or extra vars is used; when
-        that is not set either, C(UNDECLARED-<runbook>-<run start>).
+      - When not set, C(akig_incident.id) from the play variables or extra vars is used, or the
+        C(akig_incident) fact once a task sets it; when none is known by the end of the run, the run
+        is not an incident and its files go to O(runs_dir).
     type: str
     env:
       - name: AKIG_INCIDENT_ID
@@ -90,7 +120,8 @@ options:
       - Declared start of the incident, ISO 8601 (C(2025-11-05T14:23:00Z)); naive times are UTC.
       - When not set, C(akig_incident.declared_start) from the play variables or extra vars is used,
         else the start of this run.
-      - SLA elapsed and remaining times are counted from it.
+      - SLA elapsed and remaining times are counted from it, and the report's When line and
+        milestone offsets start there (else at C(akig_run.started), else at the run start).
     type: str
     env:
       - name: AKIG_INCIDENT_START
@@ -111,12 +142,15 @@ notes:
     C(sla_status)) when it is available and a severity is known; otherwise lines carry C(sla=null).
   - C(timeline.jsonl) is appended to, so several runbook runs for the same incident share one
     timeline; C(report.md) describes the latest run.
+  - A run stopped from outside (SIGKILL, Ctrl-C) writes no C(run_end) line and no report; the lines
+    written until then stay in its folder.
 """
 
+import errno
 import getpass
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any, Optional
 
@@ -124,17 +158,20 @@ from ansible.plugins.callback import CallbackBase
 from ansible.template import Templar
 
 from ansible_collections.akig.runbooks.plugins.module_utils.timeline import (
+    DETAIL_FILE,
     build_run_end,
     build_run_start,
     build_task_record,
-    default_incident_id,
     normalize_severity,
+    observed_failure,
     parse_timestamp,
     render_report,
     resolve_phase,
+    run_folder_name,
     runbook_from_path,
     sanitize_incident_id,
     sanitize_report_fields,
+    sanitize_run,
     seconds_between,
     sla_snapshot,
 )
@@ -142,6 +179,8 @@ from ansible_collections.akig.runbooks.plugins.module_utils.timeline import (
 SET_FACT_ACTIONS = frozenset(("set_fact", "ansible.builtin.set_fact", "ansible.legacy.set_fact"))
 STAT_KEYS = (("ok", "ok"), ("changed", "changed"), ("failed", "failures"),
              ("unreachable", "unreachable"), ("skipped", "skipped"))
+DEFAULT_OUTPUT_DIR = "./artifacts/incidents"
+MAX_RUN_DIRS_PER_SECOND = 100
 
 
 def _default_sla_fn() -> Optional[Callable[..., Any]]:
@@ -153,7 +192,7 @@ def _default_sla_fn() -> Optional[Callable[..., Any]]:
 
 
 class FileWriter:
-    """Appends lines and replaces whole files, creating directories as needed."""
+    """Appends lines, replaces whole files, claims and discards run folders."""
 
     def append(self, path: str, line: str) -> None:
         os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
@@ -168,6 +207,26 @@ class FileWriter:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, path)
+
+    def claim_dir(self, path: str) -> str:
+        """Create ``path`` (else ``path-2``, ``path-3``...) so that no other run writes there."""
+        os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
+        for number in range(1, MAX_RUN_DIRS_PER_SECOND + 1):
+            candidate = path if number == 1 else "%s-%d" % (path, number)
+            try:
+                os.mkdir(candidate, 0o750)
+            except FileExistsError:
+                continue
+            return candidate
+        raise OSError(errno.EEXIST, "%d run folders already exist for this second" % MAX_RUN_DIRS_PER_SECOND)
+
+    def discard(self, path: str) -> None:
+        """Remove the file ``path``, then its folder when nothing else is in it."""
+        os.remove(path)
+        try:
+            os.rmdir(os.path.dirname(path))
+        except OSError:
+            pass  # something else was put in the run's folder: keep it
 
 
 def _res_task(result: Any) -> Any:
@@ -211,8 +270,28 @@ def _is_censored(task: Any, data: Mapping[str, Any]) -> bool:
     return isinstance(items, list) and any(isinstance(i, Mapping) and i.get("_ansible_no_log") for i in items)
 
 
+def _fact_sets(data: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    """The ``ansible_facts`` of a set_fact result, and of each loop item, in order."""
+    facts = data.get("ansible_facts")
+    if isinstance(facts, Mapping):
+        yield facts
+    items = data.get("results")
+    if isinstance(items, list):
+        for item in items:
+            facts = item.get("ansible_facts") if isinstance(item, Mapping) else None
+            if isinstance(facts, Mapping):
+                yield facts
+
+
+def _user() -> Optional[str]:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return None
+
+
 class CallbackModule(CallbackBase):
-    """Incident timeline (JSON lines) and incident report for AKIG runbooks."""
+    """Runbook run timeline (JSON lines) and incident report for AKIG runbooks."""
 
     CALLBACK_VERSION = 2.0
     CALLBACK_TYPE = "notification"
@@ -225,20 +304,25 @@ class CallbackModule(CallbackBase):
         self._writer: Any = FileWriter()
         self._sla_fn: Optional[Callable[..., Any]] = _default_sla_fn()
         self._io_warned = False
+        self._io_failures = 0
         self._started = False
         self._playbook_path: Optional[str] = None
         self._run_start: Optional[datetime] = None
-        self._incident_id = ""
-        self._id_generated = False
+        self._incident_id: Optional[str] = None
+        self._run_name = ""
         self._runbook = ""
         self._severity: Optional[str] = None
+        self._declared_start: Optional[datetime] = None
         self._incident_start: Optional[datetime] = None
+        self._output_dir = ""
         self._dir = ""
         self._phases: dict[str, str] = {}
         self._last_phase: Optional[str] = None
         self._task_starts: dict[str, datetime] = {}
+        self._phase_starts: list[tuple[datetime, str]] = []
         self._host_starts: dict[tuple[str, str], datetime] = {}
         self._records: list[dict[str, Any]] = []
+        self._run_fact: dict[str, Any] = {}
         self._report_fields: dict[str, Any] = {}
 
     # -- options and incident context ------------------------------------
@@ -279,6 +363,13 @@ class CallbackModule(CallbackBase):
                 found[key] = value
         return found
 
+    def _parse_declared(self, declared: Any) -> Optional[datetime]:
+        parsed = parse_timestamp(declared)
+        if declared and parsed is None:
+            self._display.warning("akig.runbooks.timeline: incident_start %r is not an ISO 8601 time; "
+                                  "using the run start instead" % str(declared)[:64])
+        return parsed
+
     def _start_run(self, play: Any = None) -> None:
         now = self._clock()
         self._started = True
@@ -287,42 +378,55 @@ class CallbackModule(CallbackBase):
 
         self._runbook = (self._option("runbook") or runbook_from_path(self._playbook_path) or "adhoc")
         self._severity = normalize_severity(self._option("severity") or incident.get("severity"))
-        self._incident_id = (
-            sanitize_incident_id(self._option("incident_id"))
-            or sanitize_incident_id(incident.get("id"))
-            or ""
-        )
-        self._id_generated = not self._incident_id
-        self._incident_id = self._incident_id or default_incident_id(self._runbook, self._run_start)
-        declared = self._option("incident_start") or incident.get("declared_start")
-        self._incident_start = parse_timestamp(declared)
-        if declared and self._incident_start is None:
-            self._display.warning("akig.runbooks.timeline: incident_start %r is not an ISO 8601 time; "
-                                  "using the run start instead" % str(declared)[:64])
-        self._incident_start = self._incident_start or self._run_start
-        self._dir = os.path.join(os.path.abspath(self._option("output_dir") or "./artifacts/incidents"),
-                                 self._incident_id)
-        try:
-            user: Optional[str] = getpass.getuser()
-        except Exception:
-            user = None
+        self._incident_id = sanitize_incident_id(self._option("incident_id")) or sanitize_incident_id(incident.get("id"))
+        self._declared_start = self._parse_declared(self._option("incident_start") or incident.get("declared_start"))
+        self._incident_start = self._declared_start or self._run_start
+        self._output_dir = os.path.abspath(self._option("output_dir") or DEFAULT_OUTPUT_DIR)
+        self._run_name = run_folder_name(runbook_from_path(self._playbook_path) or self._runbook, self._run_start)
+        if self._incident_id:
+            self._dir = os.path.join(self._output_dir, self._incident_id)
+        else:
+            self._dir = self._claim_run_dir()
         self._emit(build_run_start(self._incident_id, self._runbook, self._severity,
-                                   self._incident_start, self._run_start, user))
+                                   self._incident_start, self._run_start, _user()))
+
+    def _runs_dir(self) -> str:
+        configured = self._option("runs_dir")
+        if configured:
+            return os.path.abspath(configured)
+        return os.path.join(os.path.dirname(self._output_dir), "runs")
+
+    def _claim_run_dir(self) -> str:
+        """The run's own folder under runs_dir; a second run in the same second gets ``-2``."""
+        path = os.path.join(self._runs_dir(), self._run_name)
+        claim = getattr(self._writer, "claim_dir", None)
+        if claim is None:
+            return path
+        try:
+            path = claim(path)
+        except OSError as exc:
+            self._warn_io(path, exc)
+        self._run_name = os.path.basename(path)
+        return path
 
     # -- output ------------------------------------------------------------
+
+    def _warn_io(self, path: str, exc: OSError) -> None:
+        self._io_failures += 1
+        if not self._io_warned:
+            self._io_warned = True
+            self._display.warning("akig.runbooks.timeline: cannot write %s (%s); the timeline and report "
+                                  "of this run are incomplete" % (path, exc.strerror or exc))
 
     def _io(self, method: str, path: str, text: str) -> None:
         try:
             getattr(self._writer, method)(path, text)
         except OSError as exc:
-            if not self._io_warned:
-                self._io_warned = True
-                self._display.warning("akig.runbooks.timeline: cannot write %s (%s); the incident timeline "
-                                      "for this run is incomplete" % (path, exc.strerror or exc))
+            self._warn_io(path, exc)
 
     def _emit(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
-        self._io("append", os.path.join(self._dir, "timeline.jsonl"), line)
+        self._io("append", os.path.join(self._dir, DETAIL_FILE), line)
 
     def _sla(self, now: datetime, with_deadline: bool = False) -> Optional[dict[str, Any]]:
         return sla_snapshot(self._sla_fn, self._incident_start, self._severity, now, with_deadline)
@@ -338,8 +442,9 @@ class CallbackModule(CallbackBase):
         return self._phases[uuid]
 
     def _task_started(self, task: Any) -> None:
-        self._task_starts[str(getattr(task, "_uuid", id(task)))] = self._clock()
-        self._phase_of(task)
+        now = self._clock()
+        self._task_starts[str(getattr(task, "_uuid", id(task)))] = now
+        self._phase_starts.append((now, self._phase_of(task)))
 
     def _record_result(self, result: Any, outcome: str, ignore_errors: bool = False) -> None:
         if not self._started:
@@ -371,43 +476,46 @@ class CallbackModule(CallbackBase):
         self._records.append(record)
         self._emit(record)
         if outcome in ("ok", "changed") and not censored and getattr(task, "action", None) in SET_FACT_ACTIONS:
-            facts = data.get("ansible_facts")
-            if isinstance(facts, Mapping) and "akig_report" in facts:
-                self._report_fields.update(sanitize_report_fields(facts["akig_report"]))
-            if isinstance(facts, Mapping) and isinstance(facts.get("akig_incident"), Mapping):
-                self._adopt_incident(facts["akig_incident"])
+            for facts in _fact_sets(data):
+                self._read_facts(facts)
+
+    def _read_facts(self, facts: Mapping[str, Any]) -> None:
+        """The three facts the report is made of; only their documented keys are kept."""
+        if isinstance(facts.get("akig_run"), Mapping):
+            self._run_fact = sanitize_run(facts["akig_run"])  # the latest run fact wins
+        if "akig_report" in facts:
+            self._report_fields.update(sanitize_report_fields(facts["akig_report"]))
+        if isinstance(facts.get("akig_incident"), Mapping):
+            self._adopt_incident(facts["akig_incident"])
 
     def _adopt_incident(self, incident: Mapping[str, Any]) -> None:
-        """The incident role opened or joined an incident during the run: when the run started
-        without one (no env, no vars), move the timeline to that incident and take its severity
-        and declared start, so the SLA clock counts from the declared start."""
-        if not self._id_generated:
+        """An incident became known during a run that started without one (the incident role
+        opened or joined it, or a later play carries akig_incident): take its id, severity and
+        declared start, append the lines written so far to the incident's timeline, and remove
+        the run's folder, unless that copy could not be written."""
+        if self._incident_id:
             return
         new_id = sanitize_incident_id(incident.get("id"))
         if not new_id:
             return
-        self._id_generated = False
-        old_dir = self._dir
         self._incident_id = new_id
         self._severity = normalize_severity(incident.get("severity")) or self._severity
-        declared = parse_timestamp(incident.get("declared_start"))
-        self._incident_start = declared or self._incident_start
-        self._dir = os.path.join(os.path.dirname(old_dir), new_id)
-        try:
-            user: Optional[str] = getpass.getuser()
-        except Exception:
-            user = None
+        self._declared_start = parse_timestamp(incident.get("declared_start")) or self._declared_start
+        self._incident_start = self._declared_start or self._incident_start
+        run_timeline = os.path.join(self._dir, DETAIL_FILE)
+        self._dir = os.path.join(self._output_dir, new_id)
+        failures = self._io_failures
         self._emit(build_run_start(self._incident_id, self._runbook, self._severity,
-                                   self._incident_start, self._run_start, user))
+                                   self._incident_start or self._clock(), self._run_start or self._clock(), _user()))
         for record in self._records:
             record.update(incident_id=new_id, severity=self._severity)
             self._emit(record)
-        if isinstance(self._writer, FileWriter):
+        discard = getattr(self._writer, "discard", None)
+        if self._io_failures == failures and discard is not None:
             try:
-                os.remove(os.path.join(old_dir, "timeline.jsonl"))
-                os.rmdir(old_dir)
-            except OSError:
-                pass
+                discard(run_timeline)
+            except OSError as exc:
+                self._warn_io(run_timeline, exc)
 
     # -- Ansible events ----------------------------------------------------
 
@@ -418,6 +526,8 @@ class CallbackModule(CallbackBase):
     def v2_playbook_on_play_start(self, play: Any) -> None:
         if not self._started:
             self._start_run(play)
+        elif not self._incident_id:
+            self._adopt_incident(self._incident_vars(play))
 
     def v2_playbook_on_task_start(self, task: Any, is_conditional: bool) -> None:
         self._task_started(task)
@@ -446,22 +556,30 @@ class CallbackModule(CallbackBase):
         if not self._started:
             self._start_run()
         now = self._clock()
+        run_start = self._run_start or now
         counts = {}
         for host in sorted(getattr(stats, "processed", {}) or {}):
             summary = stats.summarize(host)
             counts[host] = {key: int(summary.get(source, 0)) for key, source in STAT_KEYS}
         sla = self._sla(now, with_deadline=True)
         self._emit(build_run_end(now, self._incident_id, self._runbook, counts,
-                                 seconds_between(self._run_start, now), sla))
-        if self._option("report") is not False:
-            text = render_report(
-                incident_id=self._incident_id,
-                runbook=self._runbook,
-                severity=self._severity,
-                incident_start=self._incident_start or now,
-                run_end=now,
-                records=self._records,
-                fields=self._report_fields,
-                sla=sla,
-            )
-            self._io("write", os.path.join(self._dir, "report.md"), text)
+                                 seconds_between(run_start, now), sla))
+        if self._option("report") is False:
+            return
+        failed_hosts = [host for host, count in counts.items() if count["failed"] or count["unreachable"]]
+        text = render_report(
+            incident_id=self._incident_id,
+            run_name=self._run_name,
+            runbook=self._runbook,
+            severity=self._severity,
+            run_start=run_start,
+            run_end=now,
+            declared_start=self._declared_start,
+            task_starts=self._phase_starts,
+            records=self._records,
+            run=self._run_fact,
+            legacy=self._report_fields,
+            sla=sla,
+            observed=observed_failure(self._records, failed_hosts),
+        )
+        self._io("write", os.path.join(self._dir, "report.md"), text)

@@ -33,8 +33,9 @@ class FrozenClock:
 
 
 class MemoryWriter:
-    def __init__(self) -> None:
+    def __init__(self, taken=()) -> None:
         self.files: dict[str, str] = {}
+        self.dirs: set[str] = set(taken)
 
     def append(self, path: str, line: str) -> None:
         self.files[path] = self.files.get(path, "") + line + "\n"
@@ -42,8 +43,20 @@ class MemoryWriter:
     def write(self, path: str, text: str) -> None:
         self.files[path] = text
 
-    def lines(self, incident_id: str) -> list[dict]:
-        return [json.loads(line) for line in self.files[f"{OUT}/{incident_id}/timeline.jsonl"].splitlines()]
+    def claim_dir(self, path: str) -> str:
+        number, candidate = 1, path
+        while candidate in self.dirs:
+            number += 1
+            candidate = "%s-%d" % (path, number)
+        self.dirs.add(candidate)
+        return candidate
+
+    def discard(self, path: str) -> None:
+        del self.files[path]
+        self.dirs.discard(os.path.dirname(path))
+
+    def lines(self, incident_id: str, root: str = OUT) -> list[dict]:
+        return [json.loads(line) for line in self.files[f"{root}/{incident_id}/timeline.jsonl"].splitlines()]
 
 
 class BrokenWriter:
@@ -181,7 +194,7 @@ def fake_sla(start, severity, now, policy=None):
 
 # -- fixtures ---------------------------------------------------------------
 
-OPTIONS = {"output_dir": OUT, "incident_id": "INC-1", "runbook": None, "severity": "P1",
+OPTIONS = {"output_dir": OUT, "runs_dir": None, "incident_id": "INC-1", "runbook": None, "severity": "P1",
            "incident_start": None, "report": True}
 
 
@@ -233,8 +246,11 @@ def test_documentation_declares_options_with_env_and_ini():
 
     doc = yaml.safe_load(timeline.DOCUMENTATION)
     assert doc["name"] == "timeline" and doc["type"] == "notification"
-    assert set(doc["options"]) == {"output_dir", "incident_id", "runbook", "severity", "incident_start", "report"}
+    assert set(doc["options"]) == {"output_dir", "runs_dir", "incident_id", "runbook", "severity", "incident_start",
+                                   "report"}
     assert doc["options"]["output_dir"]["env"] == [{"name": "AKIG_TIMELINE_DIR"}]
+    assert doc["options"]["runs_dir"]["env"] == [{"name": "AKIG_TIMELINE_RUNS_DIR"}]
+    assert doc["options"]["runs_dir"]["ini"] == [{"section": "callback_timeline", "key": "runs_dir"}]
     assert doc["options"]["report"]["type"] == "bool"
     for option in doc["options"].values():
         assert option["env"] and option["ini"][0]["section"] == "callback_timeline"
@@ -395,24 +411,26 @@ def test_report_sections_and_akig_report_fact():
     text = cb._writer.files[f"{OUT}/INC-1/report.md"]
     assert text.startswith("## Incident Report: INC-1\n")
     for expected in [
+        "**Status**: completed without a failed task",
         "**When**: 2025-11-05 14:20-14:24 UTC (4 min 31 s total)",
         "**Severity**: P1",
         "**Impact**: 143 users",
         "**Root Cause**: N+1 queries",
-        "**Fix**: Eager loading",
+        "**What the runbook changed**: Eager loading",
         "**Prevention**: \n- [ ] Memory monitoring\n- [ ] Load tests",
         "**Cost**: 4h dev",
         "**Next steps**: \n- Audit",
-        "### SLA",
-        "**OK (within SLA)**",
+        "| SLA (at run end) | **OK (within SLA)**",
+        "| Alert sent | — | — |",
         "### Phases",
-        "| detect | 30 s | 1 | 0 |",
-        "| mitigate | 1 min | 1 | 0 |",
-        "### Timeline",
-        "| 14:23:30 | detect | Probe dashboard | db1 | ok | 30.0 s |",
-        "| 14:24:30 | mitigate | Scale up | db1 | changed | 60.0 s |",
+        "| detect | 30.0 s | 1 | 0 |",
+        "| mitigate | 1 min 00.0 s | 1 | 0 |",
+        "| communicate | 1.0 s | 1 | 0 |",
+        "| **run total** | **1 min 31.0 s** | 3 | 0 |",
+        "**Detail**: [timeline.jsonl](timeline.jsonl)",
     ]:
-        assert expected in text
+        assert expected in text, expected
+    assert "Probe dashboard" not in text and "Scale up" not in text
     assert SECRET not in all_output(cb)
 
 
@@ -451,13 +469,156 @@ def test_options_win_over_play_vars_and_id_is_sanitised():
     assert (header["incident_id"], header["runbook"], header["severity"]) == ("etc", "drill", "P3")
 
 
-def test_without_incident_id_or_severity():
+def test_without_incident_the_run_goes_to_the_runs_folder_next_to_output_dir():
     cb = make_callback(incident_id=None, severity=None)
     start(cb)
     run_task(cb, FakeTask("Probe", tags=["detect"]))
-    incident = "UNDECLARED-rb-p1-003-db-failover-20251105T142300Z"
-    lines = cb._writer.lines(incident)
-    assert lines[0]["severity"] is None and lines[1]["sla"] is None
+    finish(cb)
+    folder = "/runs/20251105T142300Z-rb-p1-003-db-failover"
+    assert sorted(cb._writer.files) == [folder + "/report.md", folder + "/timeline.jsonl"]
+    lines = cb._writer.lines("20251105T142300Z-rb-p1-003-db-failover", root="/runs")
+    assert lines[0]["incident_id"] is None and lines[0]["severity"] is None and lines[1]["sla"] is None
+    report = cb._writer.files[folder + "/report.md"]
+    assert report.startswith("## Run Report: 20251105T142300Z-rb-p1-003-db-failover\n")
+    assert TO_BE_COMPLETED not in report
+
+
+def test_runs_dir_option_and_a_second_run_in_the_same_second():
+    writer = MemoryWriter(taken={"/var/akig/runs/20251105T142300Z-rb-p1-003-db-failover"})
+    cb = make_callback(incident_id=None, runs_dir="/var/akig/runs", writer=writer)
+    start(cb)
+    finish(cb)
+    assert sorted(writer.files) == ["/var/akig/runs/20251105T142300Z-rb-p1-003-db-failover-2/report.md",
+                                    "/var/akig/runs/20251105T142300Z-rb-p1-003-db-failover-2/timeline.jsonl"]
+    assert "## Run Report: 20251105T142300Z-rb-p1-003-db-failover-2" in writer.files[
+        "/var/akig/runs/20251105T142300Z-rb-p1-003-db-failover-2/report.md"]
+
+
+def test_incident_known_during_the_run_moves_the_lines_and_removes_the_run_folder():
+    cb = make_callback(incident_id=None, severity=None)
+    start(cb)
+    run_task(cb, FakeTask("Probe", tags=["detect"]))
+    run_task(cb, FakeTask("Open the incident", action="ansible.builtin.set_fact"),
+             result={"ansible_facts": {"akig_incident": {"id": "INC-9", "severity": "P1",
+                                                         "declared_start": "2025-11-05T14:20:00Z",
+                                                         "ticket_token": SECRET}}})
+    run_task(cb, FakeTask("Mitigate", tags=["mitigate"]))
+    finish(cb)
+    assert sorted(cb._writer.files) == [f"{OUT}/INC-9/report.md", f"{OUT}/INC-9/timeline.jsonl"]
+    assert not cb._writer.dirs
+    lines = cb._writer.lines("INC-9")
+    assert [line.get("event") or line["task"] for line in lines] == [
+        "run_start", "Probe", "Open the incident", "Mitigate", "run_end"]
+    assert {line["incident_id"] for line in lines} == {"INC-9"}
+    assert lines[0]["severity"] == "P1" and lines[0]["incident_start"] == "2025-11-05T14:20:00.000Z"
+    assert "**When**: 2025-11-05 14:20-14:23 UTC" in cb._writer.files[f"{OUT}/INC-9/report.md"]
+    assert SECRET not in all_output(cb)
+
+
+def test_incident_from_a_later_play_is_adopted():
+    cb = make_callback(incident_id=None, severity=None)
+    start(cb)
+    run_task(cb, FakeTask("Probe", tags=["detect"]))
+    cb.v2_playbook_on_play_start(FakePlay({"akig_incident": {"id": "INC-10", "severity": "P2"}}))
+    finish(cb)
+    assert sorted(cb._writer.files) == [f"{OUT}/INC-10/report.md", f"{OUT}/INC-10/timeline.jsonl"]
+
+
+class FailingIncidentWriter(MemoryWriter):
+    """Writes under runs/ but not in the incident's folder."""
+
+    def append(self, path: str, line: str) -> None:
+        if path.startswith(OUT + "/"):
+            raise PermissionError(13, "Permission denied")
+        super().append(path, line)
+
+    write = append
+
+
+def test_run_folder_is_kept_when_the_incident_copy_fails():
+    writer = FailingIncidentWriter()
+    cb = make_callback(incident_id=None, writer=writer)
+    start(cb)
+    run_task(cb, FakeTask("Open the incident", action="ansible.builtin.set_fact"),
+             result={"ansible_facts": {"akig_incident": {"id": "INC-11"}}})
+    finish(cb)
+    run_file = "/runs/20251105T142300Z-rb-p1-003-db-failover/timeline.jsonl"
+    assert [json.loads(line).get("task") for line in writer.files[run_file].splitlines()] == [
+        None, "Open the incident"]
+    assert len(cb._display.warnings) == 1 and "cannot write /incidents/INC-11/timeline.jsonl" in cb._display.warnings[0]
+
+
+def test_run_fact_latest_wins_and_only_documented_keys_reach_the_report():
+    cb = make_callback()
+    start(cb)
+    first = {"runbook": "rb-p1-003-db-failover", "title": "Base de données indisponible", "status": "open",
+             "started": "2025-11-05T14:23:00.000Z", "impact": "first impact",
+             "milestones": {"alert_sent": "2025-11-05T14:23:01.000Z"}}
+    run_task(cb, FakeTask("Start the run", action="ansible.builtin.set_fact"), result={"ansible_facts": {"akig_run": first}})
+    last = {**first, "status": "resolved", "impact": "API 503 on 2 backends",
+            "milestones": {**first["milestones"], "service_restored": "2025-11-05T14:23:04.200Z"},
+            "figures": [{"name": "RTO", "value": "4.2 s"}, {"name": "RPO", "value": "0"}],
+            "changes": [{"host": "db-2", "action": "promoted to primary (timeline 3)"}],
+            "results": {"pg_failover": {"password": SECRET}}, "secret": SECRET}
+    run_task(cb, FakeTask("Close the run", action="ansible.legacy.set_fact", tags=["communicate"]),
+             result={"ansible_facts": {"akig_run": last}})
+    finish(cb)
+    report = cb._writer.files[f"{OUT}/INC-1/report.md"]
+    for expected in ["**Status**: resolved", "**Severity**: P1 - Base de données indisponible",
+                     "**Impact**: API 503 on 2 backends", "| RTO | 4.2 s |", "| RPO | 0 |",
+                     "- db-2: promoted to primary (timeline 3)", "| Alert sent | 14:23:01 | +1.0 s |",
+                     "| Service restored | 14:23:04 | +4.2 s |", "| Cause identified | — | — |"]:
+        assert expected in report, expected
+    assert "first impact" not in report and SECRET not in all_output(cb)
+
+
+def test_run_fact_from_a_looped_set_fact():
+    cb = make_callback()
+    start(cb)
+    run_task(cb, FakeTask("Record", action="ansible.builtin.set_fact"),
+             result={"results": [{"ansible_facts": {"akig_run": {"impact": "from the loop"}}}]})
+    finish(cb)
+    assert "**Impact**: from the loop" in cb._writer.files[f"{OUT}/INC-1/report.md"]
+
+
+def test_failed_run_says_so_with_the_failing_task():
+    cb = make_callback()
+    start(cb)
+    run_task(cb, FakeTask("Probe", tags=["detect"]), outcome="failed", result={"msg": "rescued later"}, host="db-1")
+    run_task(cb, FakeTask("Promote the replica", tags=["mitigate"]), outcome="failed", host="db-2",
+             result={"msg": "lag 900 MB exceeds the budget; url postgres://akig:%s@db-2" % SECRET})
+    finish(cb, {"db-1": {"ok": 1}, "db-2": {"failures": 1}})
+    report = cb._writer.files[f"{OUT}/INC-1/report.md"]
+    assert report.splitlines()[2] == ('**Status: FAILED** — task "Promote the replica" on db-2: '
+                                      "lag 900 MB exceeds the budget; url postgres://akig:***@db-2")
+    assert SECRET not in all_output(cb)
+
+
+def test_failed_no_log_task_shows_only_its_name():
+    cb = make_callback()
+    start(cb)
+    run_task(cb, FakeTask("Rotate the JWT secret", no_log=True), outcome="failed", result={"msg": SECRET})
+    finish(cb, {"db1": {"failures": 1}})
+    report = cb._writer.files[f"{OUT}/INC-1/report.md"]
+    assert '**Status: FAILED** — task "Rotate the JWT secret" on db1: details hidden (no_log)' in report
+    assert SECRET not in all_output(cb)
+
+
+def test_phase_times_add_up_to_the_run_wall_time():
+    cb = make_callback()
+    cb.v2_playbook_on_start(FakePlaybook())
+    cb._clock.advance(0.4)
+    cb.v2_playbook_on_play_start(FakePlay())
+    run_task(cb, FakeTask("Probe", tags=["detect"]), seconds=2)
+    cb._clock.advance(3)  # a long include between two tasks still counts for detect
+    run_task(cb, FakeTask("Notify", tags=["communicate"]), seconds=0.25)
+    run_task(cb, FakeTask("Fail over", tags=["mitigate"]), seconds=4)
+    cb._clock.advance(1.35)
+    finish(cb)
+    report = cb._writer.files[f"{OUT}/INC-1/report.md"]
+    for expected in ["| detect | 5.0 s | 1 | 0 |", "| communicate | 0.3 s | 1 | 0 |", "| mitigate | 4.0 s | 1 | 0 |",
+                     "| setup/other | 1.7 s | 0 | 0 |", "| **run total** | **11.0 s** | 3 | 0 |"]:
+        assert expected in report, expected
 
 
 def test_invalid_incident_start_warns_and_uses_run_start():
@@ -501,6 +662,21 @@ def test_default_sla_fn_is_optional(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_sla)
     assert CallbackModule(display=FakeDisplay())._sla_fn is None
+
+
+def test_file_writer_claims_run_folders_and_discards_them(tmp_path):
+    writer = FileWriter()
+    first = writer.claim_dir(os.path.join(tmp_path, "runs", "20251105T142300Z-lab-health"))
+    second = writer.claim_dir(os.path.join(tmp_path, "runs", "20251105T142300Z-lab-health"))
+    assert (os.path.basename(first), os.path.basename(second)) == ("20251105T142300Z-lab-health",
+                                                                   "20251105T142300Z-lab-health-2")
+    writer.append(os.path.join(first, "timeline.jsonl"), "{}")
+    writer.discard(os.path.join(first, "timeline.jsonl"))
+    assert sorted(os.listdir(os.path.join(tmp_path, "runs"))) == ["20251105T142300Z-lab-health-2"]
+    writer.append(os.path.join(second, "timeline.jsonl"), "{}")
+    writer.write(os.path.join(second, "notes.txt"), "kept")
+    writer.discard(os.path.join(second, "timeline.jsonl"))
+    assert os.listdir(second) == ["notes.txt"]
 
 
 def test_file_writer(tmp_path):

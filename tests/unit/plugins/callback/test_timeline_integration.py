@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,8 @@ import pytest
 COLLECTION_ROOT = Path(__file__).resolve().parents[4]
 VENV_BIN = Path(sys.executable).parent
 SECRET = "CANARY-91be20-never-in-artifacts"
+
+pytestmark = pytest.mark.process  # every test here runs ansible-playbook or ansible-runner
 
 PLAYBOOK = textwrap.dedent(
     """\
@@ -164,16 +167,35 @@ def _assert_artifacts(out: Path, incident_id: str, runbook: str) -> None:
         "**Severity**: P1",
         "**Impact**: 143 users could not open the dashboard",
         "**Root Cause**: Memory leak loading payments",
-        "**Fix**: _À compléter / To be completed_",
+        "**Status**: completed without a failed task",  # the ignored and the rescued failures
+        "**What the runbook changed**: _nothing recorded by the runbook_",
         "- [ ] Memory monitoring\n- [ ] Load tests",
         "**Cost**: _À compléter / To be completed_",
         "- Performance audit",
-        "### SLA",
-        "| resolve |",
-        "| Promote the replica | localhost | failed |",
-        "| Skip the customer notice | localhost | skipped |",
+        "| SLA (at run end) | **BREACHED**",
+        "| Alert sent | — | — |",
+        "| resolve | ",
+        "**Detail**: [timeline.jsonl](timeline.jsonl)",
     ]:
-        assert expected in report
+        assert expected in report, expected
+    for task_name, _phase, _outcome in EXPECTED:  # the task-by-task detail stays in timeline.jsonl
+        assert task_name not in report
+    _assert_phases_add_up(report)
+
+
+def _assert_phases_add_up(report: str) -> None:
+    """The phase column of report.md adds up to its run total (times in tenths of a second)."""
+    table = report.split("| Phase | Time | Tasks | Failures |\n|---|---|---|---|\n")[1].split("\n\n")[0]
+
+    def tenths(cell: str) -> int:
+        match = re.fullmatch(r"(?:(\d+) h )?(?:(\d+) min )?(\d+)\.(\d) s", cell.strip().strip("*"))
+        assert match, cell
+        hours, minutes, seconds, tenth = (int(g or 0) for g in match.groups())
+        return ((hours * 60 + minutes) * 60 + seconds) * 10 + tenth
+
+    rows = [line.split("|")[1:3] for line in table.splitlines()]
+    assert rows[-1][0].strip() == "**run total**"
+    assert sum(tenths(cell) for _name, cell in rows[:-1]) == tenths(rows[-1][1]) > 0
 
 
 def test_ansible_playbook_run(tmp_path, collections_path):
@@ -245,9 +267,114 @@ def test_incident_opened_during_the_run_is_adopted(tmp_path, collections_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["INC-20261127-1423-P1-abcd"]
+    assert list((tmp_path / "runs").iterdir()) == []  # the run's folder was moved to the incident
     lines = [json.loads(line) for line in (out / "INC-20261127-1423-P1-abcd" / "timeline.jsonl").read_text().splitlines()]
     starts = [rec for rec in lines if rec.get("event") == "run_start"]
     assert starts[-1]["severity"] == "P1" and starts[-1]["incident_start"].startswith("2026-11-27T14:23:00")
     tasks = [rec for rec in lines if "task" in rec]
     assert [rec["phase"] for rec in tasks][0] == "detect"
     assert all(rec["incident_id"] == "INC-20261127-1423-P1-abcd" for rec in tasks)
+
+
+FAILING_PLAYBOOK = textwrap.dedent(
+    """\
+    - name: A runbook that records its run fact, then fails
+      hosts: localhost
+      gather_facts: false
+      vars:
+        akig_incident: {id: INC-FAIL-1, severity: P1}
+        __now: "{{ now(utc=true, fmt='%%Y-%%m-%%dT%%H:%%M:%%S.%%fZ') }}"
+      tasks:
+        - name: Start the run fact
+          ansible.builtin.set_fact:
+            akig_run:
+              runbook: rb-p9-003-failing
+              title: Base de donnees indisponible
+              status: open
+              started: "{{ __now }}"
+              milestones: {alert_sent: "{{ __now }}"}
+          tags: [detect]
+
+        - name: Record the cause and its evidence
+          ansible.builtin.set_fact:
+            akig_run: >-
+              {{ akig_run | combine({'milestones': {'cause_identified': __now},
+                                     'root_cause': 'db-1 postmaster killed',
+                                     'evidence': ['db-1: connection refused', 'db-2: lag 0 B'],
+                                     'figures': [{'name': 'RPO', 'value': '0'}],
+                                     'results': {'token': '%(secret)s'}}, recursive=true) }}
+          tags: [analyse]
+
+        - name: Promote the replica
+          ansible.builtin.fail:
+            msg: "Replica lag exceeds the RPO budget"
+          tags: [mitigate]
+
+        - name: Never reached
+          ansible.builtin.debug:
+            msg: unreachable
+    """
+    % {"secret": SECRET}
+)
+
+
+def test_failed_run_report_has_the_status_and_the_milestones(tmp_path, collections_path):
+    out = tmp_path / "incidents"
+    playbook = tmp_path / "rb-p9-003-failing.yml"
+    playbook.write_text(FAILING_PLAYBOOK, encoding="utf-8")
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), "-i", str(_inventory(tmp_path / "hosts")), "-c", "local", str(playbook)],
+        cwd=tmp_path, env=_env(collections_path, tmp_path, out), capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "akig.runbooks.timeline" not in proc.stdout + proc.stderr
+    report = (out / "INC-FAIL-1" / "report.md").read_text(encoding="utf-8")
+    lines = report.splitlines()
+    assert lines[0] == "## Incident Report: INC-FAIL-1"
+    assert lines[2] == '**Status: FAILED** — task "Promote the replica" on localhost: Replica lag exceeds the RPO budget'
+    assert "**Severity**: P1 - Base de donnees indisponible" in report
+    assert "**Root Cause**: db-1 postmaster killed\n- db-1: connection refused\n- db-2: lag 0 B\n" in report
+    assert "| RPO | 0 |" in report
+    assert "| Milestone | Time (UTC) | Since start |" in report
+    assert re.search(r"^\| Alert sent \| \d\d:\d\d:\d\d \| \+\d+\.\d s \|$", report, re.MULTILINE), report
+    assert re.search(r"^\| Cause identified \| \d\d:\d\d:\d\d \| \+\d+\.\d s \|$", report, re.MULTILINE), report
+    for missing in ("Mitigation applied", "Service restored", "Resolution sent"):
+        assert "| %s | — | — |" % missing in report
+    assert "Start the run fact" not in report and "Never reached" not in report
+    assert SECRET not in report and SECRET not in (out / "INC-FAIL-1" / "timeline.jsonl").read_text(encoding="utf-8")
+    _assert_phases_add_up(report)
+    assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []
+
+
+HEALTH_PLAYBOOK = textwrap.dedent(
+    """\
+    - name: A health check, not an incident
+      hosts: localhost
+      gather_facts: false
+      tasks:
+        - name: Probe every component
+          ansible.builtin.command: "true"
+          changed_when: false
+    """
+)
+
+
+def test_run_without_incident_goes_to_the_runs_folder(tmp_path, collections_path):
+    out = tmp_path / "incidents"
+    playbook = tmp_path / "lab-health.yml"
+    playbook.write_text(HEALTH_PLAYBOOK, encoding="utf-8")
+    env = _env(collections_path, tmp_path, out)
+    env["AKIG_TIMELINE_RUNS_DIR"] = str(tmp_path / "health-runs")
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), "-i", str(_inventory(tmp_path / "hosts")), "-c", "local", str(playbook)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not out.exists()
+    (run_dir,) = (tmp_path / "health-runs").iterdir()
+    assert re.fullmatch(r"\d{8}T\d{6}Z-lab-health", run_dir.name)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["report.md", "timeline.jsonl"]
+    report = (run_dir / "report.md").read_text(encoding="utf-8")
+    assert report.startswith("## Run Report: %s\n" % run_dir.name)
+    assert "_À compléter" not in report
+    _assert_phases_add_up(report)
