@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 from urllib.parse import urlsplit
 
+from ansible_collections.akig.runbooks.plugins.module_utils.sla import error_rate_exceeds, error_rate_threshold
+
 JSON_LIMIT = 4096
 BODY_LIMIT = 1024 * 1024
 ERROR_LIMIT = 200
@@ -148,7 +150,9 @@ def latency_summary(values: Sequence[float]) -> Dict[str, Optional[float]]:
 
 
 def error_rate(errors: int, total: int) -> float:
-    """Share of failed requests, 0.0 when there were none."""
+    """Share of failed requests, 0.0 when there were none, rounded to 4 places for display.
+
+    The breach decision never reads this rounded figure: see :func:`aggregate`."""
     if total <= 0:
         return 0.0
     if not 0 <= errors <= total:
@@ -320,7 +324,7 @@ def summary_line(result: Mapping[str, Any]) -> str:
 
 
 def probe_all(endpoints: Sequence[Endpoint], samples: int = 1, interval: float = 0.0, timeout: float = 3.0, retries: int = 0,
-              concurrency: int = 8, threshold: float = 0.10, validate_certs: bool = True,
+              concurrency: int = 8, threshold: Optional[float] = None, validate_certs: bool = True,
               opener: Optional[urllib.request.OpenerDirector] = None) -> Dict[str, Any]:
     """Probe every endpoint (in parallel, ``concurrency`` at a time) and build the module result."""
     begin = time.monotonic()
@@ -332,8 +336,12 @@ def probe_all(endpoints: Sequence[Endpoint], samples: int = 1, interval: float =
     return aggregate(results, threshold, round(time.monotonic() - begin, 3))
 
 
-def aggregate(results: Sequence[Dict[str, Any]], threshold: float, elapsed_s: float = 0.0) -> Dict[str, Any]:
-    """Top-level result from per-endpoint results (pure)."""
+def aggregate(results: Sequence[Dict[str, Any]], threshold: Optional[float] = None, elapsed_s: float = 0.0) -> Dict[str, Any]:
+    """Top-level result from per-endpoint results (pure).
+
+    ``breached`` is the SLA error-rate decision itself (``sla.error_rate_exceeds``: errors/requests strictly
+    above ``threshold``, compared exactly), so this module and the ``error_rate_breach`` filter always agree;
+    ``threshold`` None is the SLA policy's (the runbook's 10 % rule)."""
     latencies: List[float] = []
     for result in results:
         latencies.extend(result.pop("_latencies", []))
@@ -346,7 +354,7 @@ def aggregate(results: Sequence[Dict[str, Any]], threshold: float, elapsed_s: fl
         "error_rate": rate,
         "errors": errors,
         "requests": total,
-        "breached": rate > threshold,
+        "breached": error_rate_exceeds(errors, total, error_rate_threshold() if threshold is None else threshold),
         "latency_ms": latency_summary(latencies),
         "endpoints": list(results),
         "summary": [summary_line(result) for result in results],
@@ -354,7 +362,9 @@ def aggregate(results: Sequence[Dict[str, Any]], threshold: float, elapsed_s: fl
     }
 
 
-def failure_message(result: Mapping[str, Any], threshold: float) -> str:
+def failure_message(result: Mapping[str, Any], threshold: Optional[float] = None) -> str:
+    if threshold is None:
+        threshold = error_rate_threshold()
     bad = [entry for entry in result["endpoints"] if not entry["ok"]]
     parts = []
     if bad:
@@ -379,7 +389,8 @@ def run(params: Mapping[str, Any]) -> Dict[str, Any]:
         raise HealthError("timeout=%s is not valid: give the seconds to wait for a response, greater than 0" % params.get("timeout"))
     interval = float(params.get("interval") or 0)
     retries = int(params.get("retries") or 0)
-    threshold = float(params.get("error_rate_threshold") if params.get("error_rate_threshold") is not None else 0.10)
+    # no threshold given: the SLA policy's error-rate rule (the only place the runbook's 10 % is written)
+    threshold = float(params["error_rate_threshold"]) if params.get("error_rate_threshold") is not None else error_rate_threshold()
     if interval < 0 or retries < 0 or not 0 <= threshold <= 1:
         raise HealthError("interval and retries must be 0 or more and error_rate_threshold between 0 and 1 (got %s, %s, %s)"
                           % (interval, retries, threshold))

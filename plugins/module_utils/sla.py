@@ -28,6 +28,11 @@ Conventions
   ``remaining_s + elapsed_s == budget_s`` holds exactly.
 * A budget is *breached* once ``elapsed >= budget`` (the targets are
   "respond < 5 min", so reaching the deadline is already a miss).
+* Ratios (thresholds, targets) are a number in [0, 1] or a percentage
+  string, read as the exact decimal they are written as (``0.1`` and
+  ``"10%"`` are exactly 1/10).  The error-rate rule ("Taux erreur > 10%")
+  is breached only when the rate is strictly greater than the threshold,
+  decided exactly by :func:`error_rate_exceeds`, which every caller uses.
 """
 
 from __future__ import annotations
@@ -35,18 +40,23 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from types import MappingProxyType
 from typing import Any
+
+from ansible_collections.akig.runbooks.plugins.module_utils.timeutil import format_utc, parse_iso8601
 
 __all__ = [
     "DEFAULT_POLICY",
     "SlaError",
     "duration_seconds",
     "error_rate_breach",
+    "error_rate_exceeds",
+    "error_rate_threshold",
     "escalation_tier",
+    "exact_ratio",
     "format_datetime",
     "incident_metrics",
     "merge_policy",
@@ -131,8 +141,6 @@ _SUB_KEYS = MappingProxyType(
     }
 )
 
-# datetime.UTC needs Python 3.11; this spelling also works on older targets
-_UTC = timezone(timedelta(0))
 _SEVERITY_KEYS = ("respond_s", "resolve_s")
 _TIER_KEYS = ("name", "after_s", "contacts")
 _ISO_EXAMPLE = "timezone-aware ISO 8601 like 2026-11-27T14:23:00Z"
@@ -202,40 +210,31 @@ def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, 
 
 
 def parse_datetime(value: Any, name: str = "timestamp") -> datetime:
-    """Parse an aware ISO 8601 string or aware ``datetime`` into a UTC ``datetime``."""
-    if isinstance(value, datetime):
-        if value.tzinfo is None or value.utcoffset() is None:
+    """Parse an aware ISO 8601 string or aware ``datetime`` into a UTC ``datetime`` (module_utils/timeutil.py)."""
+    if not isinstance(value, (datetime, str)):
+        raise SlaError(
+            f"{name} must be a {_ISO_EXAMPLE} string or an aware datetime, "
+            f"got {type(value).__name__} {value!r}"
+        )
+    parsed = parse_iso8601(value, naive="keep")
+    if parsed is None:
+        raise SlaError(f"{name} {value!r} is not a {_ISO_EXAMPLE} (offset or Z required)")
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        if isinstance(value, datetime):
             raise SlaError(
                 f"{name} must be a {_ISO_EXAMPLE} (offset or Z required), got the naive "
                 f"datetime {value.isoformat()}; {_ANSIBLE_NOW_HINT}"
             )
-        return value.astimezone(_UTC)
-    if isinstance(value, str):
-        text = value.strip()
-        if text[-1:] in ("Z", "z"):
-            text = text[:-1] + "+00:00"
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
-            raise SlaError(
-                f"{name} {value!r} is not a {_ISO_EXAMPLE} (offset or Z required)"
-            ) from None
-        if parsed.tzinfo is None or parsed.utcoffset() is None:
-            raise SlaError(
-                f"{name} {value!r} has no UTC offset; expected a {_ISO_EXAMPLE} "
-                f"(offset or Z required); {_ANSIBLE_NOW_HINT}"
-            )
-        return parsed.astimezone(_UTC)
-    raise SlaError(
-        f"{name} must be a {_ISO_EXAMPLE} string or an aware datetime, "
-        f"got {type(value).__name__} {value!r}"
-    )
+        raise SlaError(
+            f"{name} {value!r} has no UTC offset; expected a {_ISO_EXAMPLE} "
+            f"(offset or Z required); {_ANSIBLE_NOW_HINT}"
+        )
+    return parsed
 
 
 def format_datetime(value: datetime) -> str:
-    """Format an aware ``datetime`` as ISO 8601 UTC with a ``Z`` suffix."""
-    text = value.astimezone(_UTC).isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
+    """Format an aware ``datetime`` as ISO 8601 UTC with a ``Z`` suffix (microseconds only when there are any)."""
+    return format_utc(value, "auto")
 
 
 def duration_seconds(value: Any, name: str = "duration") -> float:
@@ -299,29 +298,47 @@ def _whole_seconds(value: Any, name: str, positive: bool = True) -> int:
     return int(seconds)
 
 
-def _ratio(value: Any, name: str) -> float:
-    """A fraction in [0, 1]: a number like 0.1 or a percentage string like ``10%``."""
-    accepted = "expected a number between 0 and 1 (0.1) or a percentage string (10%)"
+_RATIO_ACCEPTED = (
+    "expected a number between 0 and 1 (0.1) or a percentage string (10%)"
+)
+
+
+def exact_ratio(value: Any, name: str = "ratio") -> Fraction:
+    """A fraction in [0, 1] as the exact rational its decimal text says.
+
+    Accepts a number like ``0.1`` or a percentage string like ``10%``.  A float is
+    taken by its decimal text (``repr``, the shortest text that reads back as the
+    same float), not by its binary value: ``0.1`` is exactly 1/10 and ``0.3`` exactly
+    3/10, the thresholds people write.  Strings are read as decimals (``"10%"`` is
+    exactly 1/10).  A ``Fraction`` (or int) is taken as it is.
+    """
     if isinstance(value, bool):
-        raise SlaError(f"{name} must not be a boolean; {accepted}")
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            if text.endswith("%"):
-                number = float(Decimal(text[:-1].strip()) / 100)
-            else:
-                number = float(text)
-        except (ArithmeticError, ValueError):
-            raise SlaError(f"{name} {value!r} is not a ratio; {accepted}") from None
-    elif isinstance(value, (int, float)):
-        number = float(value)
-    else:
+        raise SlaError(f"{name} must not be a boolean; {_RATIO_ACCEPTED}")
+    if not isinstance(value, (str, float, int, Fraction)):
         raise SlaError(
-            f"{name} must be a number, got {type(value).__name__}; {accepted}"
+            f"{name} must be a number, got {type(value).__name__}; {_RATIO_ACCEPTED}"
         )
-    if math.isnan(number) or not 0.0 <= number <= 1.0:
-        raise SlaError(f"{name} {value!r} is out of range; {accepted}")
-    return number
+    try:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.endswith("%"):
+                exact = Fraction(Decimal(text[:-1].strip())) / 100
+            else:
+                exact = Fraction(Decimal(text))
+        elif isinstance(value, float):
+            exact = Fraction(repr(value))
+        else:
+            exact = Fraction(value)
+    except (ArithmeticError, ValueError):
+        raise SlaError(f"{name} {value!r} is not a ratio; {_RATIO_ACCEPTED}") from None
+    if not 0 <= exact <= 1:
+        raise SlaError(f"{name} {value!r} is out of range; {_RATIO_ACCEPTED}")
+    return exact
+
+
+def _ratio(value: Any, name: str) -> float:
+    """A fraction in [0, 1] as a float (see :func:`exact_ratio` for what is accepted)."""
+    return float(exact_ratio(value, name))
 
 
 def _exact(number: float) -> Fraction:
@@ -602,6 +619,38 @@ def _sample_is_error(sample: Any, index: int) -> bool:
     raise SlaError(f"samples[{index}] has neither ok nor status; {accepted}")
 
 
+def error_rate_threshold(policy: Mapping[str, Any] | None = None) -> float:
+    """The error-rate threshold of the policy (AKIG default: 0.10, the runbook's "Taux erreur > 10%")."""
+    rule = merge_policy(policy).get("error_rate")
+    if not isinstance(rule, Mapping):
+        raise SlaError(
+            "policy.error_rate must be a mapping like {threshold: 0.10, window_s: 300}"
+        )
+    return _ratio(rule.get("threshold"), "policy.error_rate.threshold")
+
+
+def error_rate_exceeds(errors: Any, total: Any, threshold: Any) -> bool:
+    """The error-rate decision: whether ``errors / total`` is strictly greater than ``threshold``.
+
+    This is the one place the decision is made (``error_rate_breach`` and the
+    ``http_health`` module both call it).  It is computed exactly, with
+    integers and :class:`~fractions.Fraction`: no float rounding can move a
+    rate across the threshold.  ``threshold`` is read as its decimal text (see
+    :func:`exact_ratio`): ``0.1`` and ``"10%"`` are exactly 1/10, so 1 error
+    in 10 requests does *not* breach a 10 % threshold (the runbook's rule is
+    "more than 10 %") and 10001 in 100001 does.  No request, no breach.
+    """
+    for name, value in (("errors", errors), ("total", total)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise SlaError(f"{name} must be a whole number >= 0, got {value!r}")
+    if errors > total:
+        raise SlaError(
+            f"errors ({errors}) cannot exceed total ({total}): count the failed requests among all requests"
+        )
+    limit = exact_ratio(threshold, "threshold")
+    return total > 0 and Fraction(errors, total) > limit
+
+
 def error_rate_breach(
     samples: Any,
     now: Any,
@@ -614,12 +663,13 @@ def error_rate_breach(
     A sample is an error when ``ok`` is false, or its ``status`` is 0 (no
     response) or >= 500.  Samples outside the window (including ones after
     ``now``) are ignored.  An empty window gives rate 0 and no breach.
+    ``breached`` comes from :func:`error_rate_exceeds` (exact; equal does not
+    breach); ``rate`` is the same quotient as a float, for display.
     """
     merged = merge_policy(policy)
     rule = merged.get("error_rate") or {}
-    threshold_v = _ratio(
-        rule.get("threshold") if threshold is None else threshold, "threshold"
-    )
+    threshold_in = rule.get("threshold") if threshold is None else threshold
+    threshold_v = _ratio(threshold_in, "threshold")
     window_s = duration_seconds(
         rule.get("window_s") if window is None else window, "window"
     )
@@ -651,10 +701,8 @@ def error_rate_breach(
         else:
             ignored += 1
 
-    rate = errors / total if total else 0.0
-    breached = bool(total) and Fraction(errors, total) > _exact(threshold_v)
     return {
-        "rate": rate,
+        "rate": errors / total if total else 0.0,
         "errors": errors,
         "total": total,
         "ignored": ignored,
@@ -662,7 +710,7 @@ def error_rate_breach(
         "window_start": format_datetime(window_start),
         "now": format_datetime(now_dt),
         "threshold": threshold_v,
-        "breached": breached,
+        "breached": error_rate_exceeds(errors, total, threshold_in),
     }
 
 

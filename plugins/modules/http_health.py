@@ -78,9 +78,10 @@ options:
     default: 8
   error_rate_threshold:
     description:
-      - Share of failed requests over all endpoints (0 to 1) above which RV(breached) is V(true).
+      - Share of failed requests over all endpoints (0 to 1) above which RV(breached) is V(true); a rate equal to
+        it does not breach. The decision is the one of the P(akig.runbooks.error_rate_breach#filter) filter, exact.
+      - Not set, the SLA policy's error-rate threshold applies (the runbook's "more than 10 %" rule).
     type: float
-    default: 0.10
   fail_on_unhealthy:
     description:
       - Fail the task when an endpoint is not healthy or the error rate is above O(error_rate_threshold). The result,
@@ -128,7 +129,7 @@ EXAMPLES = r"""
     samples: 20
     interval: 0.1
     retries: 1
-    error_rate_threshold: 0.10
+    # no error_rate_threshold: the SLA policy's (more than 10 % errors)
     fail_on_unhealthy: true
   delegate_to: localhost
   run_once: true
@@ -253,7 +254,7 @@ ARGUMENT_SPEC: Dict[str, Dict[str, Any]] = dict(
     timeout=dict(type="float", default=3),
     retries=dict(type="int", default=0),
     concurrency=dict(type="int", default=8),
-    error_rate_threshold=dict(type="float", default=0.10),
+    error_rate_threshold=dict(type="float"),
     fail_on_unhealthy=dict(type="bool", default=False),
     validate_certs=dict(type="bool", default=True),
 )

@@ -155,3 +155,18 @@ def test_a_run_that_cannot_take_the_lock_touches_no_host(frame, secrets):
     finally:
         for db in range(16):
             redis.Redis(host=CACHE, port=6379, password=secrets["redis_password"], db=db).delete(LOCK_KEY)
+
+
+def test_a_fatal_error_is_caught_by_the_backstop(frame, secrets, tmp_path):
+    # a malformed task file included at run time ends the run at once: no later play, no close
+    bad = tmp_path / "bad" / "tasks.yml"
+    bad.parent.mkdir()
+    bad.write_text("- name: broken\n  ansible.builtin.debug:\n    msg: a: b: c\n")
+    proc = frame("-e", f"frame_include={bad}")
+    assert proc.returncode not in (0, 2), proc.stdout[-3000:]  # a fatal error, not a task failure
+    assert "Frame test | Close" not in proc.stdout
+    assert lock_holders(secrets) == [], "the backstop did not release the incident lock"
+    assert "ended before its close" in proc.stderr + proc.stdout
+    tk = ticket(secrets, incident_id(proc.stdout))
+    comments = " ".join(c.get("text", "") if isinstance(c, dict) else str(c) for c in tk.get("comments", []))
+    assert "ended before its close" in comments, tk

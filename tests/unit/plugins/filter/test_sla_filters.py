@@ -261,6 +261,7 @@ PLAYBOOK = """
 """
 
 
+@pytest.mark.process
 def test_filters_through_ansible_playbook(tmp_path):
     """End to end: FQCN resolution, sidecar-free loading and error text in a real play."""
     playbook_bin = Path(sys.executable).with_name("ansible-playbook")

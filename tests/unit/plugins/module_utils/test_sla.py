@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 import pytest
-from ansible_collections.akig.runbooks.plugins.module_utils import sla
+from ansible_collections.akig.runbooks.plugins.module_utils import http_health, sla
 from ansible_collections.akig.runbooks.plugins.module_utils.sla import SlaError
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 UTC = timezone(timedelta(0))
@@ -715,6 +716,105 @@ def test_error_rate_bad_input(samples, kwargs, message):
     assert message in str(err.value)
 
 
+# -- the error-rate decision (one function, exact; shared with http_health) ------
+
+
+@pytest.mark.parametrize(
+    ("errors", "total", "threshold", "breached"),
+    [
+        # the runbook's "Taux erreur > 10%": equal does not breach, however it is written
+        (1, 10, 0.1, False),
+        (1, 10, "10%", False),
+        (1, 10, "0.1", False),
+        (10000, 100000, 0.10, False),
+        (10001, 100001, 0.10, True),  # 10.0009 %: http_health used to round it to 0.1 and miss it
+        # the threshold is the decimal it is written as, not its binary value (which is below 0.3)
+        (3, 10, 0.3, False),
+        (7, 10, 0.7, False),
+        (3, 10, "30 %", False),
+        # 1/3 as a float reads 0.3333333333333333, less than 3/9: a breach, though the float
+        # rate 3/9 prints the same digits (the case that split rate and decision before)
+        (3, 9, 1 / 3, True),
+        (0, 0, 0.0, False),  # no request, no breach
+        (0, 5, 0.0, False),
+        (1, 5, 0.0, True),
+        (5, 5, 1.0, False),  # nothing is more than 100 %
+        (5, 5, 1, False),
+    ],
+)
+def test_error_rate_exceeds_boundary(errors, total, threshold, breached):
+    assert sla.error_rate_exceeds(errors, total, threshold) is breached
+
+
+@pytest.mark.parametrize(
+    ("errors", "total", "threshold", "message"),
+    [
+        (3, 2, 0.1, "errors (3) cannot exceed total (2)"),
+        (-1, 2, 0.1, "errors must be a whole number >= 0, got -1"),
+        (1, 2.0, 0.1, "total must be a whole number >= 0, got 2.0"),
+        (True, 2, 0.1, "errors must be a whole number >= 0, got True"),
+        (1, 2, 1.5, "threshold 1.5 is out of range; expected a number between 0 and 1 (0.1)"),
+        (1, 2, "ten", "threshold 'ten' is not a ratio"),
+        (1, 2, float("nan"), "threshold nan is not a ratio"),
+        (1, 2, None, "threshold must be a number, got NoneType"),
+        (1, 2, True, "threshold must not be a boolean"),
+    ],
+)
+def test_error_rate_exceeds_bad_input(errors, total, threshold, message):
+    with pytest.raises(SlaError) as err:
+        sla.error_rate_exceeds(errors, total, threshold)
+    assert message in str(err.value)
+
+
+def test_error_rate_threshold_comes_from_the_policy():
+    assert sla.error_rate_threshold() == 0.10
+    assert sla.error_rate_threshold({"error_rate": {"threshold": "5%"}}) == 0.05
+    with pytest.raises(SlaError, match="policy.error_rate.threshold 7 is out of range"):
+        sla.error_rate_threshold({"error_rate": {"threshold": 7}})
+
+
+def _health_verdict(errors: int, total: int, threshold=None) -> dict:
+    """http_health's top-level result for one endpoint that failed ``errors`` of ``total`` requests."""
+    endpoint = http_health.Endpoint(url="http://127.0.0.1:9/api/health", name="api")
+    taken = [http_health.Sample(ok=False, status=503, latency_ms=1.0)] * errors + [
+        http_health.Sample(ok=True, status=200, latency_ms=1.0)
+    ] * (total - errors)
+    return http_health.aggregate([http_health.summarize_endpoint(endpoint, taken)], threshold)
+
+
+@pytest.mark.parametrize(
+    ("errors", "total", "breached"), [(10001, 100001, True), (10000, 100000, False)]
+)
+def test_http_health_and_error_rate_breach_agree_at_the_boundary(errors, total, breached):
+    samples = [{"ts": NOW, "ok": index >= errors} for index in range(total)]
+    filter_result = sla.error_rate_breach(samples, NOW)
+    module_result = _health_verdict(errors, total)
+    assert (filter_result["errors"], filter_result["total"]) == (errors, total)
+    assert (module_result["errors"], module_result["requests"]) == (errors, total)
+    # both shown as 10 % (the module rounds its display to 4 places) ...
+    assert module_result["error_rate"] == 0.1
+    # ... and both decide the same way, from the policy's threshold
+    assert filter_result["breached"] is module_result["breached"] is breached
+
+
+@PROPS
+@given(
+    pair=st.integers(0, 400).flatmap(
+        lambda total: st.tuples(st.integers(0, total), st.just(total))
+    ),
+    # the module's option is a float: None (the policy's), any float, and whole percents, where
+    # errors/total often lands exactly on the threshold
+    threshold=st.one_of(
+        st.none(), st.floats(0, 1), st.integers(0, 100).map(lambda pct: pct / 100)
+    ),
+)
+def test_prop_http_health_and_error_rate_breach_agree(pair, threshold):
+    errors, total = pair
+    samples = [{"ts": NOW, "ok": index >= errors} for index in range(total)]
+    filter_result = sla.error_rate_breach(samples, NOW, threshold=threshold)
+    assert _health_verdict(errors, total, threshold)["breached"] is filter_result["breached"]
+
+
 # -- incident metrics ---------------------------------------------------------
 
 PERIOD = ("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z")
@@ -989,13 +1089,26 @@ samples_strategy = st.lists(
     threshold=st.floats(0, 1),
     window=st.integers(1, 1200),
 )
+# found on a fresh clone: 3 errors of 9 against 1/3 -- breached, although the float rate prints
+# the same digits as the threshold (the decision is exact, the rate is for display)
+@example(
+    samples=[{"ts": -i, "ok": i >= 3} for i in range(9)], threshold=1 / 3, window=1200
+)
 def test_prop_error_rate_in_unit_interval(samples, threshold, window):
     data = [{**s, "ts": at(s["ts"])} for s in samples]
     result = sla.error_rate_breach(data, at(300), threshold=threshold, window=window)
     assert 0.0 <= result["rate"] <= 1.0
     assert 0 <= result["errors"] <= result["total"]
     assert result["total"] + result["ignored"] == len(samples)
-    assert result["breached"] == (result["total"] > 0 and result["rate"] > threshold)
+    # the decision, recomputed independently in integers: errors/total > threshold's decimal text
+    numerator, denominator = Decimal(repr(threshold)).as_integer_ratio()
+    exact = result["errors"] * denominator > numerator * result["total"]
+    assert result["breached"] == (result["total"] > 0 and exact)
+    # the float rate, rounded for display, never contradicts the decision (it may equal the threshold)
+    if result["breached"]:
+        assert result["rate"] >= threshold
+    else:
+        assert result["total"] == 0 or result["rate"] <= threshold
     if result["total"] == 0:
         assert result["rate"] == 0.0
 
