@@ -5,17 +5,21 @@
     lab/akig-lab down          stop everything; no process left, no port bound
     lab/akig-lab status        health of every component (--json for machines)
     lab/akig-lab fault NAME    inject a real fault (see `faults`); NAME=clear restores
-    lab/akig-lab faults        list the faults
+    lab/akig-lab faults        list the faults (--json for machines)
     lab/akig-lab reset         down, wipe the state folder, up
 
-Topology (each lab host has its own loopback address and the standard ports):
-    db-1    127.0.0.11:5432  PostgreSQL 15 primary
-    db-2    127.0.0.12:5432  PostgreSQL 15 hot standby streaming from db-1
-    app-1   127.0.0.21       akig-backend :4000 (pm2 cluster), akig-worker, akig-frontend :3000
-    app-2   127.0.0.22       akig-backend :4000 (pm2 cluster)
-    cache-1 127.0.0.31:6379  Redis 7
-    saas-1  127.0.0.41:80    emulator of Twilio, SendGrid, Slack and the ticket tracker
-    sshd on every address, port 22, key in state/ssh/lab_key
+Topology: the lab inventory, inventories/lab/hosts.yml, is the one place the hosts and their
+loopback addresses are written (groups pg_primary, pg_replica: PostgreSQL 15 primary and hot
+standby on :5432; backend: akig-backend :4000 under pm2; frontend: akig-frontend :3000;
+notifier: akig-worker; redis: Redis 7 on :6379; saas: the SaaS emulator on :80). sshd listens
+on every address, port 22, key in state/ssh/lab_key.
+
+Faults: the registry lab/faults.yml (name, what it breaks, what really happens, inject, clear).
+
+Production shape (inventories/lab-fqdn): `up` adds the hosts' production-style names to
+/etc/hosts between "# BEGIN akig-lab" and "# END akig-lab" (`down` removes the block), creates
+the operator account akig-ops (the lab key, passwordless sudo), and writes that inventory's
+group_vars/all/vault.yml encrypted with state/vault-pass.
 
 State (data directories, logs, keys, generated secrets) lives in lab/state/ (git ignores it),
 or in $AKIG_LAB_STATE.
@@ -26,6 +30,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -39,6 +44,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import yaml
+
+import labdata
+
 LAB_DIR = Path(__file__).resolve().parent
 REPO = LAB_DIR.parent
 STATE = Path(os.environ.get("AKIG_LAB_STATE", LAB_DIR / "state")).resolve()
@@ -47,14 +56,38 @@ NODE_MODULES = LAB_DIR / "node_modules"
 PM2 = NODE_MODULES / ".bin" / "pm2"
 PYTHON = sys.executable
 
-DB_NODES = {"db-1": "127.0.0.11", "db-2": "127.0.0.12"}
-APP_HOSTS = {"app-1": "127.0.0.21", "app-2": "127.0.0.22"}
-CACHE = ("cache-1", "127.0.0.31", 6379)
-SAAS = ("saas-1", "127.0.0.41", 80)
 PG_PORT = 5432
 BACKEND_PORT = 4000
 FRONTEND_PORT = 3000
-ALL_ADDRESSES = [*DB_NODES.values(), *APP_HOSTS.values(), CACHE[1], SAAS[1]]
+REDIS_PORT = 6379
+SAAS_PORT = 80
+try:  # the topology and the fault registry, each read from its one file (lab/labdata.py)
+    TOPOLOGY = labdata.topology()
+    FAULT_REGISTRY, CLEAR_STEPS = labdata.faults()
+except labdata.LabDataError as _exc:
+    print(f"[lab] ERROR: {_exc}", file=sys.stderr)
+    sys.exit(2)
+DB_NODES = TOPOLOGY.databases
+APP_HOSTS = TOPOLOGY.app_hosts
+FRONTEND_HOSTS = list(TOPOLOGY.group("frontend"))
+NOTIFIER_HOSTS = list(TOPOLOGY.group("notifier"))
+CACHE = (*TOPOLOGY.first("redis"), REDIS_PORT)
+SAAS = (*TOPOLOGY.first("saas"), SAAS_PORT)
+ALL_ADDRESSES = list(dict.fromkeys(TOPOLOGY.addresses))
+REGISTRY = {f["name"]: f for f in FAULT_REGISTRY}
+# The worker's shutdown takes at most 9 s (5 s send timeout + SHUTDOWN_TIMEOUT_MS 4 s, see
+# app/backend/src/worker.js); pm2 must wait longer before it SIGKILLs it.
+WORKER_KILL_TIMEOUT_MS = 12000
+
+# Production shape (inventories/lab-fqdn)
+OPS_USER = "akig-ops"
+SUDOERS_FILE = Path("/etc/sudoers.d") / OPS_USER
+ETC_HOSTS = Path("/etc/hosts")
+HOSTS_BEGIN = "# BEGIN akig-lab"
+HOSTS_END = "# END akig-lab"
+FQDN_INVENTORY_DIR = REPO / "inventories" / "lab-fqdn"
+VAULT_FILE = FQDN_INVENTORY_DIR / "group_vars" / "all" / "vault.yml"
+VAULT_NAMES_FILE = REPO / "inventories" / "production" / "group_vars" / "all" / "vault.yml.example"
 PAYMENTS_INDEX = "payments_contract_id_idx"
 LAB_AUTHOR = {
     "GIT_AUTHOR_NAME": "AKIG Deploy Bot", "GIT_AUTHOR_EMAIL": "deploy@akig.example",
@@ -63,20 +96,8 @@ LAB_AUTHOR = {
     "GIT_AUTHOR_DATE": "2026-11-01T10:00:00Z", "GIT_COMMITTER_DATE": "2026-11-01T10:00:00Z",
 }
 
-FAULTS = {
-    "backend_crash": "every akig-backend process is SIGKILLed and stays down (pm2 does not bring it back)",
-    "frontend_broken": "the built frontend bundle is missing from dist/: pages answer 500 (blank page)",
-    "bad_deploy": "a deploy commit that breaks the backend at boot is deployed; akig-backend crash-loops",
-    "db_primary_down": "the primary's postmaster is SIGKILLed: the API answers 503 'Database connection failed'",
-    "jwt_secret_drift": "JWT_SECRET in the backend env file is changed and the backend restarted: every token is rejected",
-    "redis_sessions_corrupt": "session keys in Redis are overwritten with garbage / wrong types: login and auth fail",
-    "slow_queries": f"index {PAYMENTS_INDEX} is dropped: /api/payments seq-scans 200k rows per contract",
-    "memory_leak": "a deploy that keeps every request's buffer in memory is rolled out and traffic applied",
-    "sms_provider_down": "Twilio answers 503 (the emulator's outage mode)",
-    "email_provider_down": "SendGrid answers 503 (the emulator's outage mode)",
-    "provider_quota": "Twilio and SendGrid answer 429 Too Many Requests",
-    "clear": "undo every fault and return the lab to its baseline",
-}
+FAULTS = {**{name: f["description"] for name, f in REGISTRY.items()},
+          "clear": "undo every fault and return the lab to its baseline"}
 
 
 class LabError(Exception):
@@ -211,6 +232,7 @@ def preflight() -> None:
         (PG_BIN / "postgres", "apt-get install postgresql-15"),
         (Path("/usr/bin/redis-server"), "apt-get install redis-server"),
         (Path("/usr/sbin/sshd"), "apt-get install openssh-server"),
+        (Path("/usr/bin/sudo"), "apt-get install sudo"),
         (PM2, "npm ci --prefix lab"),
     ]:
         if not path.exists():
@@ -336,12 +358,20 @@ def pg_query(node: PgNode, sec: dict[str, str], sql: str, params: tuple = (), db
         conn.close()
 
 
+# Settings added after the lab's first release: `up` appends them to an existing node's
+# postgresql.conf when it lacks them (and reloads), so an old lab converges without a reset.
+PG_ADDED_SETTINGS = {
+    # a replica that stops consuming its slot (replica_lagging) cannot fill the primary's disk
+    "max_slot_wal_keep_size": "'1GB'",
+}
+
 COMMON_PG_CONF = """
 # --- AKIG lab settings (shared by every node; node.conf holds what differs) ---
 wal_level = replica
 max_wal_senders = 10
 max_replication_slots = 10
 wal_keep_size = '256MB'
+max_slot_wal_keep_size = '1GB'
 wal_log_hints = on
 hot_standby = on
 hot_standby_feedback = on
@@ -405,10 +435,27 @@ def pg_up(sec: dict[str, str]) -> None:
         pg_prepare_dirs(primary)
     # Start whatever node exists; never start a node that would become a second primary.
     for node in (primary, standby):
+        pg_converge_conf(node, sec)
         if (node.data / "PG_VERSION").exists() and not node.running():
             pg_guarded_start(node, sec)
     if not (standby.data / "PG_VERSION").exists():
         pg_clone_standby(current_primary(sec) or primary, standby, sec)
+
+
+def pg_converge_conf(node: PgNode, sec: dict[str, str]) -> None:
+    """Append the settings an older lab lacks (PG_ADDED_SETTINGS) and reload a running node."""
+    conf = node.data / "postgresql.conf"
+    if not conf.exists():
+        return
+    text = conf.read_text()
+    missing = [f"{k} = {v}" for k, v in PG_ADDED_SETTINGS.items()
+               if not re.search(rf"^\s*{k}\s*=", text, re.MULTILINE)]
+    if not missing:
+        return
+    with open(conf, "a") as fh:
+        fh.write("# added by the AKIG lab controller\n" + "\n".join(missing) + "\n")
+    if node.running():
+        pg_query(node, sec, "SELECT pg_reload_conf()")
 
 
 def pg_guarded_start(node: PgNode, sec: dict[str, str]) -> None:
@@ -460,17 +507,23 @@ def pg_clone_standby(primary: PgNode, standby: PgNode, sec: dict[str, str]) -> N
     standby.start()
 
 
+def set_auto_conf(node: PgNode, settings: dict[str, str]) -> None:
+    """Set parameters in the node's postgresql.auto.conf (as ALTER SYSTEM would); a reload applies them."""
+    auto = node.data / "postgresql.auto.conf"
+    lines = [ln for ln in (auto.read_text().splitlines() if auto.exists() else [])
+             if not ln.startswith(tuple(settings))]
+    lines += [f"{k} = '{v}'" for k, v in settings.items()]
+    auto.write_text("\n".join(lines) + "\n")
+    shutil.chown(auto, "postgres", "postgres")
+
+
 def write_standby_conf(standby: PgNode, primary: PgNode) -> None:
     slot = standby.name.replace("-", "_") + "_slot"
     conninfo = (f"host={primary.host} port={PG_PORT} user=replicator passfile={pgpass_path()} "
                 f"application_name={standby.name}")
-    auto = standby.data / "postgresql.auto.conf"
-    lines = [ln for ln in (auto.read_text().splitlines() if auto.exists() else [])
-             if not ln.startswith(("primary_conninfo", "primary_slot_name"))]
-    lines += [f"primary_conninfo = '{conninfo}'", f"primary_slot_name = '{slot}'"]
-    auto.write_text("\n".join(lines) + "\n")
+    set_auto_conf(standby, {"primary_conninfo": conninfo, "primary_slot_name": slot})
     (standby.data / "standby.signal").touch()
-    for f in ("node.conf", "postgresql.auto.conf", "standby.signal"):
+    for f in ("node.conf", "standby.signal"):
         shutil.chown(standby.data / f, "postgres", "postgres")
 
 
@@ -486,6 +539,24 @@ def current_primary(sec: dict[str, str]) -> PgNode | None:
     return None
 
 
+def running_standbys(sec: dict[str, str]) -> list[PgNode]:
+    out = []
+    for node in pg_nodes():
+        if not node.running():
+            continue
+        try:
+            if pg_query(node, sec, "SELECT pg_is_in_recovery()")[0][0]:
+                out.append(node)
+        except Exception:  # noqa: BLE001  # a node that does not answer is not a usable standby
+            continue
+    return out
+
+
+def streaming(node: PgNode, sec: dict[str, str]) -> bool:
+    rows = pg_query(node, sec, "SELECT status FROM pg_stat_wal_receiver")
+    return bool(rows) and rows[0][0] == "streaming"
+
+
 # --------------------------------------------------------------------------- Redis
 
 def redis_dir() -> Path:
@@ -498,21 +569,30 @@ def redis_client(sec: dict[str, str]):
 
 
 def redis_up(sec: dict[str, str]) -> None:
+    """Redis with AOF persistence (appendonly yes): the incident locks (their own database index)
+    must survive a Redis restart."""
     d = redis_dir()
     d.mkdir(parents=True, exist_ok=True)
-    pid = read_pid(d / "redis.pid")
-    if pid and pid_alive(pid) and port_open(CACHE[1], CACHE[2]):
-        return
-    check_port_free("Redis cache-1", CACHE[1], CACHE[2], ours=False)
     conf = d / "redis.conf"
     write_private(conf, "\n".join([
         f"bind {CACHE[1]}", f"port {CACHE[2]}", "daemonize yes", f"pidfile {d / 'redis.pid'}",
-        f"logfile {d / 'redis.log'}", f"dir {d}", "dbfilename dump.rdb", 'save ""', "appendonly no",
+        f"logfile {d / 'redis.log'}", f"dir {d}", "dbfilename dump.rdb", 'save ""',
+        "appendonly yes", "appendfsync everysec",
         f"requirepass {sec['redis_password']}", "maxmemory 256mb", "maxmemory-policy noeviction", "",
     ]))
-    log("start Redis cache-1")
+    pid = read_pid(d / "redis.pid")
+    if pid and pid_alive(pid) and port_open(CACHE[1], CACHE[2]):
+        # a Redis started by an older lab runs without AOF: turn it on in place
+        r = redis_client(sec)
+        value = next(iter(r.config_get("appendonly").values()), b"")
+        if (value.decode() if isinstance(value, bytes) else value) != "yes":
+            log(f"Redis {CACHE[0]}: turn on AOF persistence (appendonly yes)")
+            r.config_set("appendonly", "yes")
+        return
+    check_port_free(f"Redis {CACHE[0]}", CACHE[1], CACHE[2], ours=False)
+    log(f"start Redis {CACHE[0]}")
     run(["redis-server", str(conf)])
-    wait_for(lambda: port_open(CACHE[1], CACHE[2]), 15, "Redis on 127.0.0.31:6379")
+    wait_for(lambda: port_open(CACHE[1], CACHE[2]), 15, f"Redis on {CACHE[1]}:{CACHE[2]}")
 
 
 def redis_down() -> None:
@@ -542,11 +622,11 @@ def saas_up(sec: dict[str, str]) -> None:
     pid = read_pid(d / "emulator.pid")
     if pid and pid_alive(pid) and port_open(SAAS[1], SAAS[2]):
         return
-    check_port_free("SaaS emulator saas-1", SAAS[1], SAAS[2], ours=False)
+    check_port_free(f"SaaS emulator {SAAS[0]}", SAAS[1], SAAS[2], ours=False)
     creds = d / "credentials.json"
     write_private(creds, json.dumps({k: sec[k] for k in (
         "twilio_account_sid", "twilio_auth_token", "sendgrid_api_key", "slack_webhook_path", "ticket_api_token")}))
-    log("start the SaaS emulator saas-1")
+    log(f"start the SaaS emulator {SAAS[0]}")
     with open(d / "emulator.log", "ab") as out:
         proc = subprocess.Popen(
             [PYTHON, str(LAB_DIR / "emulator" / "akig_saas_emulator.py"), "--host", SAAS[1], "--port", str(SAAS[2]),
@@ -575,12 +655,31 @@ def ssh_dir() -> Path:
     return STATE / "ssh"
 
 
+def sshd_config_text(d: Path) -> str:
+    # Root's key is the lab's shared file; every other account (akig-ops) has its own
+    # ~/.ssh/authorized_keys, which sshd reads as that user, as on a production host.
+    return "\n".join([
+        *[f"ListenAddress {a}:22" for a in ALL_ADDRESSES],
+        f"HostKey {d / 'ssh_host_ed25519_key'}", f"PidFile {d / 'sshd.pid'}",
+        f"AuthorizedKeysFile {d / 'authorized_keys'} .ssh/authorized_keys", "PermitRootLogin prohibit-password",
+        "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
+        "Subsystem sftp internal-sftp", "LogLevel ERROR", "MaxStartups 50:30:100", "MaxSessions 50", "",
+    ])
+
+
 def sshd_up() -> None:
     d = ssh_dir()
     d.mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
+    conf = d / "sshd_config"
     pid = read_pid(d / "sshd.pid")
     if pid and pid_alive(pid):
+        if conf.read_text() != sshd_config_text(d):  # an older lab's configuration: reload it (SIGHUP)
+            conf.write_text(sshd_config_text(d))
+            log("reload sshd (new configuration)")
+            os.kill(pid, signal.SIGHUP)
+            time.sleep(0.5)
+            wait_for(lambda: port_open(ALL_ADDRESSES[0], 22), 10, "sshd")
         return
     for addr in ALL_ADDRESSES:
         check_port_free("sshd", addr, 22, ours=False)
@@ -590,21 +689,25 @@ def sshd_up() -> None:
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "akig-lab-operator", "-f", str(d / "lab_key")])
     shutil.copy(d / "lab_key.pub", d / "authorized_keys")
     os.chmod(d / "authorized_keys", 0o600)
-    conf = d / "sshd_config"
-    conf.write_text("\n".join([
-        *[f"ListenAddress {a}:22" for a in ALL_ADDRESSES],
-        f"HostKey {d / 'ssh_host_ed25519_key'}", f"PidFile {d / 'sshd.pid'}",
-        f"AuthorizedKeysFile {d / 'authorized_keys'}", "PermitRootLogin prohibit-password",
-        "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
-        "Subsystem sftp internal-sftp", "LogLevel ERROR", "MaxStartups 50:30:100", "MaxSessions 50", "",
-    ]))
+    conf.write_text(sshd_config_text(d))
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     log("start sshd on the lab addresses (port 22)")
     run(["/usr/sbin/sshd", "-f", str(conf), "-E", str(d / "sshd.log")])
     wait_for(lambda: port_open(ALL_ADDRESSES[0], 22), 10, "sshd")
-    known = d / "known_hosts"
+    write_known_hosts()
+
+
+def write_known_hosts() -> None:
+    """Every lab host's key under its address and, for inventories/lab-fqdn, its production-style name."""
+    d = ssh_dir()
     keyline = (d / "ssh_host_ed25519_key.pub").read_text().split()
-    known.write_text("".join(f"{a} {keyline[0]} {keyline[1]}\n" for a in ALL_ADDRESSES))
+    names = {addr: [addr] for addr in ALL_ADDRESSES}
+    for short, fqdn in TOPOLOGY.fqdns.items():
+        names[TOPOLOGY.hosts[short]].append(fqdn)
+    text = "".join(f"{','.join(n)} {keyline[0]} {keyline[1]}\n" for n in names.values())
+    known = d / "known_hosts"
+    if not known.exists() or known.read_text() != text:
+        known.write_text(text)
 
 
 # --------------------------------------------------------------------------- the app (pm2)
@@ -669,11 +772,13 @@ def ecosystem(host: str, addr: str) -> str:
         "autorestart": True, "exp_backoff_restart_delay": 200,
         "merge_logs": True, "time": True, "env": env,
     }]
-    if host == "app-1":
+    if host in NOTIFIER_HOSTS:
         apps += [{
             "name": "akig-worker", "script": str(co / "backend" / "src" / "worker.js"), "cwd": str(co / "backend"),
-            "exec_mode": "fork", "autorestart": True, "kill_timeout": 5000, "time": True, "env": env,
-        }, {
+            "exec_mode": "fork", "autorestart": True, "kill_timeout": WORKER_KILL_TIMEOUT_MS, "time": True, "env": env,
+        }]
+    if host in FRONTEND_HOSTS:
+        apps += [{
             "name": "akig-frontend", "script": str(co / "frontend" / "serve.js"), "cwd": str(co / "frontend"),
             "exec_mode": "fork", "autorestart": True, "time": True,
             "env": {"HOST": addr, "PORT": str(FRONTEND_PORT), "BACKEND_URL": f"http://{addr}:{BACKEND_PORT}",
@@ -720,12 +825,13 @@ def app_up(sec: dict[str, str]) -> None:
             write_private(env_file(host), text)
             write_private(d / "shared" / "backups" / "akig.env.deploy-1", text)
         (d / "ecosystem.config.js").write_text(ecosystem(host, addr))
-        if host == "app-1" and not (checkout(host) / "frontend" / "dist" / "index.html").exists():
-            log("npm run build (frontend, app-1)")
+        if host in FRONTEND_HOSTS and not (checkout(host) / "frontend" / "dist" / "index.html").exists():
+            log(f"npm run build (frontend, {host})")
             build_frontend(host)
         procs = pm2_list(host)
         online = {p["name"] for p in procs if proc_up(p)}
-        wanted = {"akig-backend"} | ({"akig-worker", "akig-frontend"} if host == "app-1" else set())
+        wanted = ({"akig-backend"} | ({"akig-worker"} if host in NOTIFIER_HOSTS else set())
+                  | ({"akig-frontend"} if host in FRONTEND_HOSTS else set()))
         if wanted <= online:
             continue
         check_port_free(f"akig-backend {host}", addr, BACKEND_PORT, ours=bool(procs))
@@ -734,8 +840,13 @@ def app_up(sec: dict[str, str]) -> None:
     for host, addr in APP_HOSTS.items():
         wait_for(lambda a=addr: http_json(f"http://{a}:{BACKEND_PORT}/api/health")[0] == 200, 45,
                  f"akig-backend on {host} to report healthy (see `lab/akig-lab status`)")
-    wait_for(lambda: http_json(f"http://{APP_HOSTS['app-1']}:{FRONTEND_PORT}/healthz")[0] == 200, 20,
-             "akig-frontend on app-1")
+    wait_frontends("")
+
+
+def wait_frontends(why: str) -> None:
+    for host in FRONTEND_HOSTS:
+        wait_for(lambda a=APP_HOSTS[host]: http_json(f"http://{a}:{FRONTEND_PORT}/healthz")[0] == 200, 20,
+                 f"akig-frontend on {host}{why}")
 
 
 def app_down() -> None:
@@ -762,6 +873,7 @@ def up() -> None:
     pg_up(sec)
     app_up(sec)
     write_baseline(sec)
+    production_shape(sec)
     log(f"lab is up in {time.monotonic() - t0:.1f}s")
 
 
@@ -774,6 +886,7 @@ def down() -> None:
         if node.data.exists():
             node.stop("fast")
     stop_pidfile(ssh_dir() / "sshd.pid", "sshd")
+    remove_etc_hosts_block()
     bound = [f"{h}:{p}" for h, p in lab_ports() if port_open(h, p)]
     if bound:
         raise LabError(f"still bound after down: {', '.join(bound)} ({port_owner(*bound[0].split(':')[0:1], int(bound[0].split(':')[1]))})")
@@ -782,7 +895,7 @@ def down() -> None:
 
 def lab_ports() -> list[tuple[str, int]]:
     ports = [(h, PG_PORT) for h in DB_NODES.values()]
-    ports += [(h, BACKEND_PORT) for h in APP_HOSTS.values()] + [(APP_HOSTS["app-1"], FRONTEND_PORT)]
+    ports += [(h, BACKEND_PORT) for h in APP_HOSTS.values()] + [(APP_HOSTS[h], FRONTEND_PORT) for h in FRONTEND_HOSTS]
     ports += [(CACHE[1], CACHE[2]), (SAAS[1], SAAS[2])] + [(a, 22) for a in ALL_ADDRESSES]
     return ports
 
@@ -799,6 +912,7 @@ def status_data() -> dict[str, Any]:
                 if rec:
                     row = pg_query(node, sec, "SELECT status, sender_host FROM pg_stat_wal_receiver")
                     item["streaming_from"] = row[0][1] if row and row[0][0] == "streaming" else None
+                    item["replay_paused"] = pg_query(node, sec, "SELECT pg_is_wal_replay_paused()")[0][0]
                 else:
                     item["replicas"] = [r[0] for r in pg_query(
                         node, sec, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'")]
@@ -809,9 +923,9 @@ def status_data() -> dict[str, Any]:
             item["ok"] = False
         out[node.name] = item
     try:
-        out["cache-1"] = {"address": f"{CACHE[1]}:{CACHE[2]}", "ok": bool(sec and redis_client(sec).ping())}
+        out[CACHE[0]] = {"address": f"{CACHE[1]}:{CACHE[2]}", "ok": bool(sec and redis_client(sec).ping())}
     except Exception as exc:  # noqa: BLE001
-        out["cache-1"] = {"address": f"{CACHE[1]}:{CACHE[2]}", "ok": False, "error": type(exc).__name__}
+        out[CACHE[0]] = {"address": f"{CACHE[1]}:{CACHE[2]}", "ok": False, "error": type(exc).__name__}
     for host, addr in APP_HOSTS.items():
         code, body = http_json(f"http://{addr}:{BACKEND_PORT}/api/health")
         procs = {p["name"] + (f"#{p.get('pm2_env', {}).get('NODE_APP_INSTANCE', 0)}" if p["name"] == "akig-backend" else ""):
@@ -821,13 +935,15 @@ def status_data() -> dict[str, Any]:
             item["revision"] = str(body.get("revision", ""))[:12]
             if code != 200:
                 item["error"] = body.get("error")
-        if host == "app-1":
+        if host in FRONTEND_HOSTS:
             fcode, _ = http_json(f"http://{addr}:{FRONTEND_PORT}/healthz")
             item["frontend_health"] = fcode
-            item["ok"] = item["ok"] and fcode == 200 and procs.get("akig-worker") == "online"
+            item["ok"] = item["ok"] and fcode == 200
+        if host in NOTIFIER_HOSTS:
+            item["ok"] = item["ok"] and procs.get("akig-worker") == "online"
         out[host] = item
     code, body = http_json(f"{saas_base()}/_emulator/health")
-    out["saas-1"] = {"address": f"{SAAS[1]}:{SAAS[2]}", "ok": code == 200,
+    out[SAAS[0]] = {"address": f"{SAAS[1]}:{SAAS[2]}", "ok": code == 200,
                      "modes": body.get("modes") if isinstance(body, dict) else None}
     out["sshd"] = {"ok": port_open(ALL_ADDRESSES[0], 22)}
     faults = read_faults()
@@ -864,7 +980,7 @@ def write_baseline(sec: dict[str, str]) -> None:
     data = read_faults()
     if "baseline" not in data:
         data["baseline"] = {
-            "revision": git(checkout("app-1"), "rev-parse", "baseline").stdout.strip(),
+            "revision": git(checkout(next(iter(APP_HOSTS))), "rev-parse", "baseline").stdout.strip(),
             "jwt_fingerprint": fingerprint(sec["jwt_secret"]),
         }
         write_faults(data)
@@ -932,10 +1048,12 @@ def fault_backend_crash(sec: dict[str, str]) -> None:
 
 
 def fault_frontend_broken(sec: dict[str, str]) -> None:
-    dist = checkout("app-1") / "frontend" / "dist"
-    removed = [p.name for p in dist.glob("*.js")]
-    for p in dist.glob("*.js"):
-        p.unlink()
+    removed = {}
+    for host in FRONTEND_HOSTS:
+        dist = checkout(host) / "frontend" / "dist"
+        removed[host] = [p.name for p in dist.glob("*.js")]
+        for p in dist.glob("*.js"):
+            p.unlink()
     record_fault("frontend_broken", removed=removed)
 
 
@@ -1008,6 +1126,43 @@ def fault_jwt_secret_drift(sec: dict[str, str]) -> None:
     record_fault("jwt_secret_drift", fingerprint=fingerprint(new), baseline=fingerprint(sec["jwt_secret"]))
 
 
+def fault_jwt_secret_drift_one(sec: dict[str, str]) -> None:
+    host = list(APP_HOSTS)[-1]  # app-2: the others keep the right secret
+    new = secrets.token_hex(32)
+    set_env_key(env_file(host), "JWT_SECRET", new)
+    pm2(host, "reload", "akig-backend", timeout=90)
+    record_fault("jwt_secret_drift_one", host=host, fingerprint=fingerprint(new),
+                 baseline=fingerprint(sec["jwt_secret"]))
+
+
+def fault_provider_credentials_expired(sec: dict[str, str]) -> None:
+    """Credentials the providers no longer accept (as after an expiry or a rotation nobody deployed)."""
+    stale = {"TWILIO_AUTH_TOKEN": secrets.token_hex(16),
+             "SENDGRID_API_KEY": "SG." + secrets.token_hex(11) + "." + secrets.token_hex(21)}
+    for host in APP_HOSTS:
+        for key, value in stale.items():
+            set_env_key(env_file(host), key, value)
+        pm2(host, "reload", "akig-backend", timeout=90)
+        if host in NOTIFIER_HOSTS:
+            pm2(host, "restart", "akig-worker", timeout=60)
+    record_fault("provider_credentials_expired", fingerprints={k: fingerprint(v) for k, v in stale.items()})
+
+
+def fault_replica_lagging(sec: dict[str, str]) -> None:
+    """Pause the replica's replay and stop its WAL receiver: it falls further behind with every write."""
+    standbys = running_standbys(sec)
+    if not standbys:
+        raise LabError("no running replica to make lag; run `lab/akig-lab fault clear` (or `lab/akig-lab reset`)")
+    node = standbys[0]
+    # the receiver first: a paused startup process would not act on the new primary_conninfo
+    set_auto_conf(node, {"primary_conninfo": ""})
+    pg_query(node, sec, "SELECT pg_reload_conf()")
+    wait_for(lambda: not pg_query(node, sec, "SELECT 1 FROM pg_stat_wal_receiver"), 15,
+             f"the WAL receiver of {node.name} to stop")
+    pg_query(node, sec, "SELECT pg_wal_replay_pause()")
+    record_fault("replica_lagging", node=node.name)
+
+
 def fault_redis_sessions_corrupt(sec: dict[str, str]) -> None:
     r = redis_client(sec)
     sess = list(r.scan_iter("akig:sess:*"))
@@ -1071,12 +1226,13 @@ def fault_provider_quota(sec: dict[str, str]) -> None:
     record_fault("provider_quota")
 
 
-def fault_clear(sec: dict[str, str]) -> None:
-    data = read_faults()
-    baseline = data.get("baseline", {})
+def clear_emulator(sec: dict[str, str]) -> None:
     for service in ("twilio", "sendgrid", "slack", "tickets"):
         emulator_mode(service, "ok")
-    # PostgreSQL: start what is down, guarded against a second primary; recreate the index.
+
+
+def clear_database(sec: dict[str, str]) -> None:
+    """Start what is down, guarded against a second primary; recreate the index."""
     for node in pg_nodes():
         if (node.data / "PG_VERSION").exists() and not node.running():
             pg_guarded_start(node, sec)
@@ -1084,7 +1240,26 @@ def fault_clear(sec: dict[str, str]) -> None:
     if primary:
         pg_query(primary, sec, f"CREATE INDEX IF NOT EXISTS {PAYMENTS_INDEX} ON payments (contract_id)",
                  dbname="akig_db")
-    # Redis: drop what is not a valid session.
+
+
+def clear_replica(sec: dict[str, str]) -> None:
+    """A replica whose WAL receiver was stopped streams again from the primary; paused replay resumes."""
+    primary = current_primary(sec)
+    for node in running_standbys(sec):
+        changed = False
+        if primary and not pg_query(node, sec, "SHOW primary_conninfo")[0][0]:
+            write_standby_conf(node, primary)
+            pg_query(node, sec, "SELECT pg_reload_conf()")
+            changed = True
+        if pg_query(node, sec, "SELECT pg_is_wal_replay_paused()")[0][0]:
+            pg_query(node, sec, "SELECT pg_wal_replay_resume()")
+            changed = True
+        if changed and primary:
+            wait_for(lambda n=node: streaming(n, sec), 30, f"{node.name} to stream from {primary.name} again")
+
+
+def clear_redis(sec: dict[str, str]) -> None:
+    """Drop what is not a valid session."""
     r = redis_client(sec)
     for key in list(r.scan_iter("akig:user_sessions:*")):
         if r.type(key) != b"set":
@@ -1094,7 +1269,11 @@ def fault_clear(sec: dict[str, str]) -> None:
             json.loads(r.get(key) or b"")
         except ValueError:
             r.delete(key)
-    # App hosts: code back to the baseline tree, env back to the deploy backup, processes online.
+
+
+def clear_app_hosts(sec: dict[str, str]) -> None:
+    """Code back to the baseline tree, env back to the deploy backup, processes online."""
+    primary = current_primary(sec)
     for host, addr in APP_HOSTS.items():
         co = checkout(host)
         restart = False
@@ -1104,12 +1283,13 @@ def fault_clear(sec: dict[str, str]) -> None:
         backup = app_dir(host) / "shared" / "backups" / "akig.env.deploy-1"
         current = env_file(host).read_text()
         wanted = backup.read_text()
+        first_db = next(iter(DB_NODES.values()))
         if primary and f"@{primary.host}:" not in wanted:  # keep a failover's repointing
-            wanted = wanted.replace(f"@{DB_NODES['db-1']}:", f"@{primary.host}:")
+            wanted = wanted.replace(f"@{first_db}:", f"@{primary.host}:")
         if current != wanted:
             write_private(env_file(host), wanted)
             restart = True
-        if host == "app-1" and http_json(f"http://{addr}:{FRONTEND_PORT}/healthz")[0] != 200:
+        if host in FRONTEND_HOSTS and http_json(f"http://{addr}:{FRONTEND_PORT}/healthz")[0] != 200:
             build_frontend(host)
         (app_dir(host) / "shared" / "maintenance.flag").unlink(missing_ok=True)
         procs = pm2_list(host)
@@ -1121,11 +1301,26 @@ def fault_clear(sec: dict[str, str]) -> None:
     for host, addr in APP_HOSTS.items():
         wait_for(lambda a=addr: http_json(f"http://{a}:{BACKEND_PORT}/api/health")[0] == 200, 45,
                  f"akig-backend on {host} to be healthy after clear")
-    wait_for(lambda: http_json(f"http://{APP_HOSTS['app-1']}:{FRONTEND_PORT}/healthz")[0] == 200, 20,
-             "akig-frontend after clear")
+    wait_frontends(" after clear")
+
+
+def fault_clear(sec: dict[str, str]) -> None:
+    """Every clear step of the registry, in its order: the lab back to its baseline."""
+    baseline = read_faults().get("baseline", {})
+    for step in CLEAR_STEPS:
+        globals()[step](sec)
+    data = read_faults()
     data["active"] = {}
     data["baseline"] = baseline
     write_faults(data)
+
+
+def registry_problems() -> list[str]:
+    """Registry entries whose inject or clear function does not exist in this file."""
+    funcs = {n for n, v in globals().items() if callable(v)}
+    problems = [f"clear step {s!r} has no function {s}()" for s in CLEAR_STEPS if s not in funcs]
+    problems += [f"fault {f['name']!r}: no function {f['inject']}()" for f in FAULT_REGISTRY if f["inject"] not in funcs]
+    return problems
 
 
 def inject(name: str) -> None:
@@ -1134,8 +1329,136 @@ def inject(name: str) -> None:
     if not (STATE / "secrets.json").exists():
         raise LabError("the lab is not set up; run `lab/akig-lab up` first")
     sec = load_secrets()
-    globals()[f"fault_{name}"](sec)
-    log(f"fault {name}: {FAULTS[name]}" if name != "clear" else "faults cleared; the lab is at its baseline")
+    if name == "clear":
+        fault_clear(sec)
+        log("faults cleared; the lab is at its baseline")
+        return
+    globals()[REGISTRY[name]["inject"]](sec)
+    log(f"fault {name}: {FAULTS[name]}")
+
+
+# --------------------------------------------------------------------------- production shape
+
+def production_shape(sec: dict[str, str]) -> None:
+    """What inventories/lab-fqdn needs: the operator account, the names, the known host keys, the vault."""
+    ensure_ops_user()
+    write_known_hosts()
+    write_etc_hosts_block()
+    write_vault(sec)
+
+
+def ensure_ops_user() -> None:
+    """akig-ops, as in production: logs in over SSH with the lab key, root through passwordless sudo."""
+    import pwd
+    try:
+        pw = pwd.getpwnam(OPS_USER)
+    except KeyError:
+        log(f"create the operator account {OPS_USER} (SSH with the lab key, passwordless sudo)")
+        run(["useradd", "--create-home", "--shell", "/bin/bash", "--comment", "AKIG operations (lab)", OPS_USER])
+        pw = pwd.getpwnam(OPS_USER)
+    # sshd runs without PAM and refuses a locked account ('!' password): no password at all, key only
+    shadow = run(["getent", "shadow", OPS_USER]).stdout.split(":")
+    if len(shadow) > 1 and shadow[1].startswith("!"):
+        run(["usermod", "-p", "*", OPS_USER])
+    ssh = Path(pw.pw_dir) / ".ssh"
+    ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chown(ssh, pw.pw_uid, pw.pw_gid)
+    key = (ssh_dir() / "lab_key.pub").read_text()
+    keys = ssh / "authorized_keys"
+    if not keys.exists() or keys.read_text() != key:
+        write_private(keys, key)
+        os.chown(keys, pw.pw_uid, pw.pw_gid)
+    rule = (f"# written by lab/akig-lab up: the lab's operator account, as in production\n"
+            f"{OPS_USER} ALL=(ALL:ALL) NOPASSWD: ALL\n")
+    if not SUDOERS_FILE.exists() or SUDOERS_FILE.read_text() != rule:
+        tmp = SUDOERS_FILE.with_name(f".{OPS_USER}.new")  # sudo ignores names with a dot
+        tmp.write_text(rule)
+        os.chmod(tmp, 0o440)
+        run(["visudo", "-cqf", str(tmp)])
+        os.replace(tmp, SUDOERS_FILE)
+
+
+def etc_hosts_entries() -> dict[str, str]:
+    """Production-style name -> address, for every host of inventories/lab-fqdn."""
+    return {fqdn: TOPOLOGY.hosts[short] for short, fqdn in TOPOLOGY.fqdns.items()}
+
+
+def without_hosts_block(text: str) -> str:
+    """The text with the akig-lab block removed; every other line is kept as it was."""
+    out, inside = [], False
+    for line in text.splitlines(keepends=True):
+        mark = line.strip()
+        if not inside and mark == HOSTS_BEGIN:
+            inside = True
+        elif inside:
+            inside = mark != HOSTS_END
+        else:
+            out.append(line)
+    if inside:
+        raise LabError(f"{ETC_HOSTS} has '{HOSTS_BEGIN}' without '{HOSTS_END}'; "
+                       f"remove the lab's lines from it by hand, then run the command again")
+    return "".join(out)
+
+
+def with_hosts_block(text: str, entries: dict[str, str]) -> str:
+    """The text with one akig-lab block (at the end) holding exactly `entries`."""
+    base = without_hosts_block(text)
+    if base and not base.endswith("\n"):
+        base += "\n"
+    block = [HOSTS_BEGIN, "# the AKIG lab under production-style names (inventories/lab-fqdn); "
+             "`lab/akig-lab down` removes this block",
+             *(f"{addr} {name}" for name, addr in entries.items()), HOSTS_END]
+    return base + "\n".join(block) + "\n"
+
+
+def rewrite_in_place(path: Path, text: str) -> None:
+    """/etc/hosts may be a bind mount (containers): rewrite it in place, never rename over it."""
+    if path.read_text() == text:
+        return
+    with open(path, "r+") as fh:
+        fh.write(text)
+        fh.truncate()
+
+
+def write_etc_hosts_block() -> None:
+    rewrite_in_place(ETC_HOSTS, with_hosts_block(ETC_HOSTS.read_text(), etc_hosts_entries()))
+
+
+def remove_etc_hosts_block() -> None:
+    if ETC_HOSTS.exists():
+        rewrite_in_place(ETC_HOSTS, without_hosts_block(ETC_HOSTS.read_text()))
+
+
+def vault_pass_path() -> Path:
+    return STATE / "vault-pass"
+
+
+def vault_values(sec: dict[str, str]) -> dict[str, str]:
+    """The production vault's variable names (vault.yml.example), each with this lab's secret."""
+    names = list(yaml.safe_load(VAULT_NAMES_FILE.read_text()) or {})
+    missing = [n for n in names if n.removeprefix("vault_akig_") not in sec]
+    if missing:
+        raise LabError(f"{VAULT_NAMES_FILE} names {', '.join(missing)}, which the lab does not generate; "
+                       f"add the secret to load_secrets() in lab/labctl.py (then `lab/akig-lab reset`)")
+    return {n: sec[n.removeprefix("vault_akig_")] for n in names}
+
+
+def write_vault(sec: dict[str, str]) -> None:
+    """inventories/lab-fqdn/group_vars/all/vault.yml, encrypted with this lab's vault password."""
+    from ansible.parsing.vault import AnsibleVaultError, VaultLib, VaultSecret
+    if not vault_pass_path().exists():
+        write_private(vault_pass_path(), secrets.token_urlsafe(32) + "\n")
+    secret = VaultSecret(vault_pass_path().read_text().strip().encode())
+    vault = VaultLib([("default", secret)])
+    plain = ("---\n# Generated by `lab/akig-lab up` from this lab's secrets (lab/state); regenerated on every up.\n"
+             + yaml.safe_dump(vault_values(sec), default_flow_style=False, sort_keys=False)).encode()
+    if VAULT_FILE.exists():
+        try:
+            if vault.decrypt(VAULT_FILE.read_bytes()) == plain:
+                return
+        except AnsibleVaultError:
+            pass  # another lab's password: regenerate
+    write_private(VAULT_FILE, vault.encrypt(plain, secret=secret).decode())
 
 
 # --------------------------------------------------------------------------- main
@@ -1151,8 +1474,13 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--json", action="store_true")
     f = sub.add_parser("fault")
     f.add_argument("name", metavar="NAME", help="one of: " + ", ".join(FAULTS))
-    sub.add_parser("faults")
+    fl = sub.add_parser("faults")
+    fl.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    problems = registry_problems()
+    if problems:
+        print(f"[lab] ERROR: {labdata.FAULTS_FILE} and lab/labctl.py disagree: " + "; ".join(problems), file=sys.stderr)
+        return 2
     try:
         if args.cmd == "up":
             up()
@@ -1165,9 +1493,11 @@ def main(argv: list[str] | None = None) -> int:
             up()
         elif args.cmd == "status":
             return status(args.json)
+        elif args.cmd == "faults" and args.json:
+            print(json.dumps(FAULT_REGISTRY, indent=2))
         elif args.cmd == "faults":
             for k, v in FAULTS.items():
-                print(f"{k:24} {v}")
+                print(f"{k:30} {v}")
         elif args.cmd == "fault":
             inject(args.name)
     except LabError as exc:

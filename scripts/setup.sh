@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything akig.runbooks and its lab need on a Debian 12 machine, idempotently:
-#   - Debian packages: PostgreSQL 15, Redis, OpenSSH server, Node.js/npm, python3-venv, git
+#   - Debian packages: PostgreSQL 15, Redis, OpenSSH server, sudo, Node.js/npm, python3-venv, git
 #   - .venv: the pinned controller toolchain (requirements.txt + constraints.txt)
 #   - .collections: community.postgresql and community.general unpacked from the `ansible`
 #     wheel on PyPI (Galaxy is not reachable), plus this collection linked as akig.runbooks
@@ -19,7 +19,7 @@ command -v apt-get >/dev/null || die "apt-get not found: setup supports Debian 1
 
 # --- Debian packages -------------------------------------------------------
 need=()
-for pkg in postgresql-15 postgresql-client-15 redis-server openssh-server python3-venv git procps iproute2 curl ca-certificates; do
+for pkg in postgresql-15 postgresql-client-15 redis-server openssh-server sudo python3-venv git procps iproute2 curl ca-certificates; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then need+=(nodejs npm); fi

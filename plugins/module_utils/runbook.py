@@ -18,7 +18,6 @@ The timeline callback renders the last ``akig_run`` it sees into the incident re
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -110,13 +109,25 @@ def _changes(value: Any) -> list[dict[str, str]]:
     return out
 
 
+def _plain(value: Any) -> Any:
+    """A plain copy made of dict, list and scalars (Ansible hands filters lazy containers, which
+    template their items when read: they are read here, once, and never deep-copied)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return str(value)
+
+
 def _merge(base: Any, extra: Any) -> Any:
     if isinstance(base, Mapping) and isinstance(extra, Mapping):
         merged = dict(base)
         for key, value in extra.items():
-            merged[key] = _merge(base.get(key), value) if key in base else copy.deepcopy(value)
+            merged[key] = _merge(base.get(key), value) if key in base else value
         return merged
-    return copy.deepcopy(extra)
+    return extra
 
 
 def new_run(runbook: Any, now: Any, severity: Any = None, title: Any = None, environment: Any = None,
@@ -170,10 +181,11 @@ def run_update(run: Any, update: Any, now: Any = None) -> dict[str, Any]:
         update = {}
     if not isinstance(update, Mapping):
         raise RunbookError("the update must be a mapping; got %s" % type(update).__name__)
+    update = _plain(update)
     unknown = sorted(set(update) - UPDATE_KEYS)
     if unknown:
         raise RunbookError("unknown key(s) %s in the run update; accepted: %s" % (", ".join(unknown), ", ".join(sorted(UPDATE_KEYS))))
-    new = copy.deepcopy(dict(run))
+    new = _plain(run)
     milestones = dict(new.get("milestones") or {})
     names = update.get("milestone")
     if names:

@@ -1,12 +1,16 @@
 """Fixtures for tests that talk to the real lab (PostgreSQL, Redis, pm2, Node, emulator).
 
 The lab must be up (`lab/akig-lab up`; scripts/test.sh does it). Nothing here is mocked.
+The topology comes from the lab inventory (inventories/lab/hosts.yml) and the faults from the
+registry (lab/faults.yml), both read through lab/labdata.py, as lab/akig-lab reads them.
+Secrets are read per test: `akig-lab reset` generates new ones.
 """
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,9 +24,17 @@ import redis
 REPO = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("AKIG_LAB_STATE", REPO / "lab" / "state"))
 LABCTL = REPO / "lab" / "akig-lab"
-DB = {"db-1": "127.0.0.11", "db-2": "127.0.0.12"}
-APPS = {"app-1": "127.0.0.21", "app-2": "127.0.0.22"}
-SAAS = "http://127.0.0.41"
+sys.path.insert(0, str(REPO / "lab"))
+import labdata  # noqa: E402  # lab/labdata.py: the lab's topology and fault registry
+
+TOPOLOGY = labdata.topology()
+FAULTS = labdata.faults()[0]
+# Shorthands for the topology (derived from the inventory, never written here)
+DB = TOPOLOGY.databases
+APPS = TOPOLOGY.app_hosts
+CACHE = TOPOLOGY.first("redis")[1]
+SAAS = f"http://{TOPOLOGY.first('saas')[1]}"
+RESET_TIMES: list[float] = []
 
 
 def http(url: str, *, method: str = "GET", body: Any = None, token: str | None = None,
@@ -57,24 +69,56 @@ def wait_until(pred: Callable[[], Any], timeout: float = 20, interval: float = 0
 
 
 def labctl(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    t0 = time.monotonic()
     proc = subprocess.run([str(LABCTL), *args], capture_output=True, text=True, timeout=timeout, check=False)
+    if args[:1] == ("reset",):
+        RESET_TIMES.append(time.monotonic() - t0)
+        print(f"[lab] reset took {RESET_TIMES[-1]:.1f}s", file=sys.stderr)
     if check and proc.returncode != 0:
         raise AssertionError(f"akig-lab {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
 
 
-@pytest.fixture(scope="session")
-def secrets() -> dict[str, str]:
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Resets are the slow part of the lab tests: say how many there were and what each took."""
+    if RESET_TIMES:
+        terminalreporter.write_line(
+            f"lab resets: {len(RESET_TIMES)}, {sum(RESET_TIMES):.1f}s in all ("
+            + ", ".join(f"{s:.1f}s" for s in RESET_TIMES) + ")")
+
+
+def read_secrets() -> dict[str, str]:
+    """The lab's secrets as they are now (read again after a reset, which generates new ones)."""
     path = STATE / "secrets.json"
     assert path.is_file(), "the lab is not up: run `lab/akig-lab up` (scripts/test.sh does it)"
     return json.loads(path.read_text())
 
 
+@pytest.fixture
+def secrets() -> dict[str, str]:
+    return read_secrets()
+
+
 @pytest.fixture(scope="session")
-def lab_up(secrets: dict[str, str]) -> dict[str, str]:
+def lab_healthy() -> None:
     proc = labctl("status", check=False)
     assert proc.returncode == 0, f"the lab is not healthy before the tests:\n{proc.stdout}{proc.stderr}"
+
+
+@pytest.fixture
+def lab_up(lab_healthy: None, secrets: dict[str, str]) -> dict[str, str]:
     return secrets
+
+
+@pytest.fixture(scope="session")
+def topology() -> labdata.Topology:
+    """The lab's hosts, addresses, groups and production-style names (inventories/lab, lab-fqdn)."""
+    return TOPOLOGY
+
+
+@pytest.fixture(scope="session")
+def fault_registry() -> list[dict[str, str]]:
+    return FAULTS
 
 
 @pytest.fixture
@@ -94,7 +138,7 @@ def pg(lab_up: dict[str, str]) -> Callable[..., list[tuple]]:
 
 @pytest.fixture
 def rds(lab_up: dict[str, str]) -> redis.Redis:
-    return redis.Redis(host="127.0.0.31", port=6379, password=lab_up["redis_password"], socket_timeout=3)
+    return redis.Redis(host=CACHE, port=6379, password=lab_up["redis_password"], socket_timeout=3)
 
 
 @pytest.fixture

@@ -170,3 +170,14 @@ def test_a_fatal_error_is_caught_by_the_backstop(frame, secrets, tmp_path):
     tk = ticket(secrets, incident_id(proc.stdout))
     comments = " ".join(c.get("text", "") if isinstance(c, dict) else str(c) for c in tk.get("comments", []))
     assert "ended before its close" in comments, tk
+
+
+def test_placeholder_contacts_are_refused_outside_the_lab_before_anything(frame, secrets):
+    proc = frame("-e", "akig_environment=production")
+    assert proc.returncode != 0
+    assert "still the collection's placeholders" in proc.stdout, proc.stdout[-3000:]
+    assert sent_texts() == [] and [e for e in ledger() if e["service"] == "tickets"] == []
+    for db in range(16):
+        assert not redis.Redis(host=CACHE, port=6379, password=secrets["redis_password"], db=db).exists(
+            "akig:incident-lock:production")
+    assert list(frame.markers.iterdir()) == []

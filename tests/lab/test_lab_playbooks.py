@@ -1,13 +1,12 @@
-"""Playbooks run against the lab inventory, locally and over real SSH."""
+"""Playbooks run against the lab inventory with the local connection (over real SSH, with the
+production-shaped inventory: test_lab_fqdn.py)."""
 from __future__ import annotations
 
 import os
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from conftest import REPO, LABCTL
+from conftest import FAULTS, REPO, LABCTL
 
 ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
 
@@ -17,10 +16,8 @@ def playbook(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
                           env={**os.environ, "ANSIBLE_FORCE_COLOR": "0", **(env or {})})
 
 
-@pytest.mark.parametrize("connection", ["local", "ssh"])
-def test_lab_health_reports_every_component(lab_up, connection: str) -> None:
-    proc = playbook("playbooks/lab-health.yml", "-e", f"ansible_connection={connection}",
-                    "-e", "health_fail_on_unhealthy=true")
+def test_lab_health_reports_every_component(lab_up) -> None:
+    proc = playbook("playbooks/lab-health.yml", "-e", "health_fail_on_unhealthy=true")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     for host, component in [("db-1", "postgresql"), ("db-2", "postgresql"), ("cache-1", "redis"),
                             ("app-1", "backend"), ("app-2", "backend"), ("app-1", "frontend")]:
@@ -40,6 +37,15 @@ def test_lab_up_refuses_a_port_taken_by_someone_else(lab_up, tmp_path: Path) -> 
 
 
 def test_lab_fault_playbook_validates_the_fault_name(lab_up) -> None:
+    """The playbook's allowed names are the registry's, read through `lab/akig-lab faults --json`."""
     proc = playbook("playbooks/lab-fault.yml", "-e", "fault=disk_full")
     assert proc.returncode != 0
     assert "Unknown lab fault 'disk_full'" in proc.stdout
+    allowed = proc.stdout.split("one of:", 1)[1].split(".", 1)[0]
+    assert [n.strip() for n in allowed.split(",")] == [f["name"] for f in FAULTS] + ["clear"]
+
+
+def test_lab_fault_playbook_refuses_a_non_lab_inventory(lab_up) -> None:
+    proc = playbook("-i", "inventories/staging", "playbooks/lab-fault.yml", "-e", "fault=backend_crash")
+    assert proc.returncode != 0
+    assert "not the lab inventory (akig_environment=staging)" in proc.stdout

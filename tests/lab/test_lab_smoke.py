@@ -2,9 +2,57 @@
 reaches the providers' emulator. Observed from outside, as an operator would."""
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 import uuid
 
-from conftest import APPS, http, ledger, pm2_procs, wait_until
+import pytest
+import yaml
+
+from conftest import APPS, DB, REPO, SAAS, STATE, http, ledger, pm2_procs, wait_until
+
+INVENTORIES = ["lab", "lab-fqdn", "staging", "production"]
+PM2 = REPO / "lab" / "node_modules" / ".bin" / "pm2"
+
+
+def group_vars(inventory: str) -> dict:
+    base = REPO / "inventories" / inventory / "group_vars"
+    path = base / "all.yml" if (base / "all.yml").exists() else base / "all" / "main.yml"
+    return yaml.safe_load(path.read_text())
+
+
+def test_the_readme_lab_table_is_the_lab_inventory(topology) -> None:
+    """The README's host table says what the inventory says: same hosts, same addresses."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## The lab"):text.index("## Inventories")]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[0] in topology.hosts:
+            rows[cells[0]] = cells[1].split(":")[0]
+    assert rows == topology.hosts
+
+
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_every_inventory_computes_addresses_one_way(inventory: str) -> None:
+    gv = group_vars(inventory)
+    assert gv["akig_address"] == "{{ ansible_host | default(inventory_hostname) }}"
+    assert gv["akig_backend_url"] == "http://{{ akig_address }}:{{ akig_backend_port }}"
+    assert gv["akig_frontend_url"] == "http://{{ akig_address }}:{{ akig_frontend_port }}"
+    assert "ansible_host" not in gv["incident_lock_redis_host"]
+    # the incident locks have their own Redis database, not the app's (REDIS_URL .../0)
+    assert isinstance(gv["incident_lock_redis_db"], int) and gv["incident_lock_redis_db"] != 0
+    assert gv["incident_lock_redis_db"] == group_vars("production")["incident_lock_redis_db"]
+
+
+def test_redis_persists_with_aof(rds) -> None:
+    assert rds.config_get("appendonly") in ({"appendonly": "yes"}, {b"appendonly": b"yes"})
+
+
+def test_a_replication_slot_cannot_fill_the_primarys_disk(pg) -> None:
+    for node in DB:
+        assert pg(node, "SHOW max_slot_wal_keep_size", dbname="postgres") == [("1GB",)]
 
 
 def test_primary_streams_to_the_replica(pg) -> None:
@@ -78,3 +126,49 @@ def test_the_worker_delivers_each_queued_message_exactly_once(pg) -> None:
                                  "AND status = 'sent'", (keys,))[0][0] == 3, 20)
     seen = [e["idempotency_key"] for e in ledger() if e.get("idempotency_key") in keys]
     assert sorted(seen) == sorted(keys)
+
+
+def test_pm2_waits_longer_than_the_workers_bounded_shutdown() -> None:
+    """The worker needs at most 5 s (send timeout) + 4 s (SHUTDOWN_TIMEOUT_MS) to stop; pm2 must
+    not SIGKILL it earlier, or rows sent but not recorded are sent again two minutes later."""
+    workers = [p for host in APPS for p in pm2_procs(host) if p["name"] == "akig-worker"]
+    assert workers and all(p["pm2_env"]["kill_timeout"] > 9000 for p in workers)
+
+
+def _emulator_mode(service: str, mode: str, delay_s: float = 0) -> None:
+    body = {"service": service, "mode": mode, **({"delay_s": delay_s} if mode == "slow" else {})}
+    assert http(f"{SAAS}/_emulator/mode", method="POST", body=body)[0] == 200
+
+
+def test_a_worker_restart_during_a_batch_sends_nothing_twice(pg) -> None:
+    """pm2 restarts the worker in the middle of a slow batch: the sends in flight finish and are
+    recorded, the rest go back to the queue at once; every message reaches the provider once,
+    and none waits for the 2-minute stuck-row reset."""
+    notifier = next(h for h in APPS if any(p["name"] == "akig-worker" for p in pm2_procs(h)))
+    keys = [f"restart-{uuid.uuid4().hex}" for _n in range(40)]
+    try:
+        for service in ("twilio", "sendgrid"):
+            _emulator_mode(service, "slow", 1.5)  # 40 rows, 5 at a time: a batch of ~12 s
+        for i, key in enumerate(keys):
+            channel, recipient = ("sms", "+33612345678") if i % 2 == 0 else ("email", "locataire@example.org")
+            pg("db-1", "INSERT INTO notification_queue (channel, kind, recipient, subject, body, idempotency_key) "
+               "VALUES (%s, 'reminder', %s, 'Rappel de loyer', 'Votre loyer est dû', %s)", (channel, recipient, key))
+        assert wait_until(lambda: [k for k in ledger() if k.get("idempotency_key") in keys], 20), "no send started"
+        env = {**os.environ, "PM2_HOME": str(STATE / notifier / "pm2")}
+        logs = {f: f.stat().st_size for f in (STATE / notifier / "pm2" / "logs").glob("akig-worker-out*.log")}
+        t0 = time.monotonic()
+        subprocess.run([str(PM2), "restart", "akig-worker"], env=env, capture_output=True, text=True,
+                       timeout=60, check=True)
+        restart_s = time.monotonic() - t0
+    finally:
+        for service in ("twilio", "sendgrid"):
+            _emulator_mode(service, "ok")
+    assert wait_until(lambda: pg("db-1", "SELECT count(*) FROM notification_queue WHERE idempotency_key = ANY(%s) "
+                                 "AND status = 'sent'", (keys,))[0][0] == len(keys), 60), \
+        pg("db-1", "SELECT status, count(*) FROM notification_queue WHERE idempotency_key = ANY(%s) GROUP BY 1", (keys,))
+    sent = [e["idempotency_key"] for e in ledger() if e.get("idempotency_key") in keys]
+    assert sorted(sent) == sorted(keys), "a message reached the provider twice (or never)"
+    assert restart_s < 9 + 3, f"the worker took {restart_s:.1f}s to stop"
+    shutdown_log = "".join(f.read_bytes()[size:].decode(errors="replace") for f, size in logs.items())
+    assert "batch cut short by shutdown" in shutdown_log
+    assert "shutdown timeout, forcing exit" not in shutdown_log

@@ -2,6 +2,7 @@
 from outside, and the decision path asserted (the right mitigation, and not the others)."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import tarfile
@@ -9,7 +10,9 @@ from typing import Iterator
 
 import pytest
 
-from conftest import ansible_playbook, APPS, STATE, http, labctl, pm2_procs
+from conftest import CACHE as TOPO_CACHE
+
+from conftest import ansible_playbook, APPS, STATE, http, labctl, ledger, pm2_procs
 
 PLAYBOOK = "playbooks/rb-p1-001-critical-bug.yml"
 
@@ -25,6 +28,16 @@ def diagnoses(out: str) -> dict[str, str]:
 def head(host: str) -> str:
     return subprocess.run(["git", "-C", str(STATE / host / "akig"), "log", "-1", "--format=%s"], capture_output=True,
                           text=True, check=True).stdout.strip()
+
+
+def latest_report() -> str:
+    return sorted((STATE / "incidents").glob("INC-*/report.md"), key=lambda p: p.stat().st_mtime)[-1].read_text()
+
+
+def lock_held(secrets: dict[str, str]) -> bool:
+    import redis
+    return any(redis.Redis(host=TOPO_CACHE, port=6379, password=secrets["redis_password"], db=db).exists(
+        "akig:incident-lock:lab") for db in range(16))
 
 
 def backend_pids(host: str) -> set[int]:
@@ -50,7 +63,10 @@ def test_backend_crash_is_restarted_and_nothing_else(cleared, secrets) -> None:
     proc = run_playbook()
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert diagnoses(proc.stdout) == {"app-1": "backend_down", "app-2": "backend_down"}
-    assert "error rate 40.0 % (breach: True)" in proc.stdout
+    report = latest_report()
+    assert "error rate 40.0 %" in report and "breach: True" in report
+    assert "app-1: akig-backend restarted, health gate passed" in report
+    assert not lock_held(secrets)
     assert head("app-1") == before  # nothing reverted
     assert not re.search(r"TASK \[akig.runbooks.app_recovery : Build the frontend\][^\n]*\n(changed|ok):", proc.stdout)
     assert_healthy()
@@ -88,16 +104,67 @@ def test_bad_deploy_is_reverted(cleared) -> None:
         assert head(host).startswith('Revert "deploy: AKIG 1.5.0')
     assert_healthy()
     report = sorted((STATE / "incidents").glob("*/report.md"), key=lambda p: p.stat().st_mtime)[-1].read_text()
-    assert "**Root Cause**: app-1: bad_deploy; app-2: bad_deploy" in report
+    assert "app-1: bad_deploy; app-2: bad_deploy" in report
+    assert "reverted, akig-backend started on the previous code" in report
 
 
-def test_check_mode_changes_nothing(cleared) -> None:
+@pytest.mark.parametrize("author, age_s, refusal", [
+    ("oncall@akig.com", 0, "it is this runbook's own revert"),
+    ("deploy@akig.com", 3 * 86400, "it is not a recent deploy"),
+])
+def test_bad_deploy_revert_is_refused_unless_a_recent_deploy(cleared, secrets, author, age_s, refusal) -> None:
+    labctl("fault", "bad_deploy")
+    import time
+    stamp = f"{int(time.time()) - age_s} +0000"
+    for host in APPS:  # the deployed commit, re-signed as the runbook's own revert, or backdated
+        subprocess.run(["git", "-C", str(STATE / host / "akig"), "commit", "--amend", "--no-edit", "--reset-author"],
+                       env={**os.environ, "GIT_AUTHOR_NAME": "x", "GIT_AUTHOR_EMAIL": author, "GIT_COMMITTER_NAME": "x",
+                            "GIT_COMMITTER_EMAIL": author, "GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp},
+                       check=True, capture_output=True)
+    heads = {h: head(h) for h in APPS}
+    proc = run_playbook()
+    assert proc.returncode != 0
+    assert refusal in proc.stdout, proc.stdout[-3000:]
+    assert {h: head(h) for h in APPS} == heads  # nothing reverted
+    assert all(any(p["name"] == "akig-backend" for p in pm2_procs(h)) for h in APPS)  # the backend is still in pm2
+    assert not lock_held(secrets)
+
+
+def test_check_mode_changes_nothing(cleared, secrets) -> None:
     labctl("fault", "backend_crash")
+    http("http://127.0.0.41/_emulator/reset", method="POST")
+    before = {h: (head(h), sorted((p["name"], p["pid"], p["pm2_env"]["status"]) for p in pm2_procs(h))) for h in APPS}
     proc = run_playbook("--check")
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert diagnoses(proc.stdout) == {"app-1": "backend_down", "app-2": "backend_down"}
     for addr in APPS.values():
         assert http(f"http://{addr}:4000/api/health", timeout=2)[0] != 200
+    # same commits, same processes and pids, nothing sent, no lock left
+    assert {h: (head(h), sorted((p["name"], p["pid"], p["pm2_env"]["status"]) for p in pm2_procs(h))) for h in APPS} == before
+    assert [e for e in ledger() if e["service"] in ("slack", "twilio", "sendgrid")] == []
+    assert not lock_held(secrets)
+
+
+def test_mitigation_failure_stops_the_roll_and_releases_the_lock(cleared, secrets) -> None:
+    labctl("fault", "backend_crash")
+    http("http://127.0.0.41/_emulator/reset", method="POST")
+    env = STATE / "app-1" / "shared" / "akig.env"
+    original = env.read_text()
+    # app-1's backend cannot come back: its database is unreachable (port 1)
+    env.write_text(re.sub(r"(DATABASE_URL=postgres(?:ql)?://[^@]+@[^:/]+):\d+", r"\1:1", original))
+    try:
+        proc = run_playbook("-e", "app_recovery_timeout_s=8")
+    finally:
+        env.write_text(original)
+    assert proc.returncode != 0
+    assert "rb-p1-001-critical-bug failed" in proc.stdout
+    # the roll stopped at app-1: app-2 was not touched (still down)
+    assert http(f"http://{APPS['app-2']}:4000/api/health", timeout=2)[0] != 200
+    assert not lock_held(secrets)
+    report = latest_report()
+    assert "FAILED" in report and "app-1" in report
+    texts = [str(e.get("text") or e) for e in ledger("slack")]
+    assert any("FAILED" in t or "ÉCHEC" in t for t in texts), texts
 
 
 def test_database_cause_hands_over_to_rb_p1_003_in_the_same_incident(cleared) -> None:
@@ -110,6 +177,6 @@ def test_database_cause_hands_over_to_rb_p1_003_in_the_same_incident(cleared) ->
                          proc.stdout)
     # RB-P1-003 ran in the same run and the same incident: one bounded restart of PostgreSQL fixed it
     assert "PLAY [RB-P1-003 | Open the incident, detect and analyse, then restart or fail over]" in proc.stdout
-    assert "RB-P1-003 restart of db-1" in proc.stdout
+    assert "db-1: PostgreSQL restarted in place" in proc.stdout
     assert len(set(re.findall(r"INC-\d{8}-\d{4}-P1-[0-9a-f]{4}", proc.stdout))) == 1
     assert_healthy()

@@ -55,6 +55,18 @@ async function claimBatch(pool, limit) {
   }
 }
 
+// Give claimed rows that were never sent back to the queue (worker shutdown): pending again,
+// same due time, no attempt counted. Only rows still in 'sending' are touched.
+async function release(pool, ids) {
+  if (!ids.length) return 0;
+  const r = await pool.query(
+    `UPDATE notification_queue SET status = 'pending', locked_at = NULL
+      WHERE id = ANY($1::bigint[]) AND status = 'sending'`,
+    [ids],
+  );
+  return r.rowCount;
+}
+
 // Compute the update for one send result. Pure (unit-tested).
 //   ok                -> sent
 //   failure           -> attempts+1, last_error, pending with backoff
@@ -98,4 +110,4 @@ async function applyOutcome(pool, o) {
   }
 }
 
-module.exports = { resetStuck, claimBatch, outcome, applyOutcome, STUCK_AFTER };
+module.exports = { resetStuck, claimBatch, release, outcome, applyOutcome, STUCK_AFTER };

@@ -27,4 +27,21 @@ function parsePaging(query, { defPer = 20, maxPer = 100 } = {}) {
   return { page, per_page: per, offset: (page - 1) * per };
 }
 
-module.exports = { withTimeout, TimeoutError, parsePaging };
+// Run `fn` over `items`, at most `limit` at a time, in order. Once `shouldStop()` returns true no
+// new item is started; the items already started run to their end. Returns the items that were
+// never started (the caller gives them back, e.g. to the queue) in their original order.
+async function mapLimit(items, limit, fn, { shouldStop = () => false } = {}) {
+  const started = new Array(items.length).fill(false);
+  let next = 0;
+  async function lane() {
+    while (next < items.length && !shouldStop()) {
+      const idx = next++;
+      started[idx] = true;
+      await fn(items[idx]);
+    }
+  }
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, lane));
+  return items.filter((_, idx) => !started[idx]);
+}
+
+module.exports = { withTimeout, TimeoutError, parsePaging, mapLimit };

@@ -5,11 +5,27 @@
 // notification_queue, send them through Twilio (sms) / SendGrid (email) with
 // the row's Idempotency-Key, then record the result (see queue.js for the
 // delivery semantics). Database or provider outages are logged and retried;
-// the worker never exits because of them. SIGINT/SIGTERM: finish the current
-// batch, close the pool, exit 0.
+// the worker never exits because of them.
+//
+// SIGINT/SIGTERM (pm2 stop/restart/reload): no new send starts; the sends in
+// flight (at most WORKER_CONCURRENCY) finish and are recorded; the rows of the
+// batch that were never sent go back to 'pending' at once (not after the
+// 2-minute stuck reset), then the pool closes and the worker exits 0. A batch
+// can take WORKER_BATCH / WORKER_CONCURRENCY * SEND_TIMEOUT_MS (50 s with the
+// defaults); a shutdown takes at most SEND_TIMEOUT_MS + SHUTDOWN_TIMEOUT_MS
+// (shutdownBudgetMs), and pm2's kill_timeout for akig-worker must exceed it,
+// or pm2 SIGKILLs rows that were sent but not recorded (re-sent later).
 const log = require('./log');
 log.setService('akig-worker');
 const config = require('./config');
+const { mapLimit } = require('./util');
+const { SEND_TIMEOUT_MS } = require('./providers');
+
+// Longest a shutdown may take: the sends in flight end within SEND_TIMEOUT_MS, then their
+// results, the release of the unsent rows and the pool close get SHUTDOWN_TIMEOUT_MS.
+function shutdownBudgetMs(cfg) {
+  return SEND_TIMEOUT_MS + cfg.SHUTDOWN_TIMEOUT_MS;
+}
 
 function main(cfg) {
   const fingerprints = config.registerSecrets(cfg);
@@ -43,19 +59,6 @@ function main(cfg) {
     secret_fingerprints: fingerprints,
   });
 
-  async function mapLimit(items, limit, fn) {
-    const out = new Array(items.length);
-    let i = 0;
-    async function run() {
-      while (i < items.length) {
-        const idx = i++;
-        out[idx] = await fn(items[idx]);
-      }
-    }
-    await Promise.all(Array.from({ length: Math.min(limit, items.length) }, run));
-    return out;
-  }
-
   async function flushPendingUpdates() {
     for (const [id, o] of pendingUpdates) {
       await queue.applyOutcome(pool, o); // throws if the DB is still down
@@ -72,8 +75,8 @@ function main(cfg) {
     }
     const rows = await queue.claimBatch(pool, cfg.WORKER_BATCH);
     if (!rows.length) return;
-    const stats = { claimed: rows.length, sent: 0, retry: 0, failed: 0 };
-    await mapLimit(rows, cfg.WORKER_CONCURRENCY, async (row) => {
+    const stats = { claimed: rows.length, sent: 0, retry: 0, failed: 0, released: 0 };
+    const unsent = await mapLimit(rows, cfg.WORKER_CONCURRENCY, async (row) => {
       const res = await providers.send(cfg, row);
       const o = queue.outcome(row, res, cfg.WORKER_MAX_ATTEMPTS);
       stats[o.status === 'sent' ? 'sent' : o.status === 'failed' ? 'failed' : 'retry']++;
@@ -94,8 +97,12 @@ function main(cfg) {
         pendingUpdates.set(o.id, o);
         log.error('could not record send result, will retry', { id: row.id, ...log.errorInfo(err) });
       }
-    });
-    log.info('batch done', stats);
+    }, { shouldStop: () => stopping });
+    if (unsent.length) {
+      // Shutting down: these rows were claimed but never sent; give them back now.
+      stats.released = await queue.release(pool, unsent.map((r) => r.id));
+    }
+    log.info(stopping ? 'batch cut short by shutdown' : 'batch done', stats);
   }
 
   async function loop() {
@@ -128,9 +135,9 @@ function main(cfg) {
     log.info('shutting down', { reason });
     if (timer) clearTimeout(timer);
     const guard = setTimeout(() => {
-      log.warn('shutdown timeout, forcing exit');
+      log.warn('shutdown timeout, forcing exit', { budget_ms: shutdownBudgetMs(cfg) });
       log.exitAfterFlush(1);
-    }, Math.max(cfg.SHUTDOWN_TIMEOUT_MS, 6000));
+    }, shutdownBudgetMs(cfg));
     guard.unref();
     if (current) await current;
     try {

@@ -40,3 +40,38 @@ test('parsePaging clamps page/per_page', () => {
   assert.deepEqual(parsePaging({ page: '-1', per_page: '1000' }), { page: 1, per_page: 100, offset: 0 });
   assert.deepEqual(parsePaging({ page: 'abc', per_page: '0' }), { page: 1, per_page: 20, offset: 0 });
 });
+
+const { mapLimit } = require('../src/util');
+
+test('mapLimit runs every item, never more than the limit at once', async () => {
+  let running = 0;
+  let peak = 0;
+  const done = [];
+  const skipped = await mapLimit([1, 2, 3, 4, 5, 6, 7], 3, async (n) => {
+    running++;
+    peak = Math.max(peak, running);
+    await new Promise((r) => setTimeout(r, 5));
+    done.push(n);
+    running--;
+  });
+  assert.deepEqual(skipped, []);
+  assert.deepEqual(done.sort(), [1, 2, 3, 4, 5, 6, 7]);
+  assert.equal(peak, 3);
+});
+
+test('mapLimit on shutdown: in-flight items finish, the rest are returned unstarted, in order', async () => {
+  let stopping = false;
+  const started = [];
+  const finished = [];
+  const items = Array.from({ length: 50 }, (_, i) => ({ id: i + 1 }));
+  const skipped = await mapLimit(items, 5, async (row) => {
+    started.push(row.id);
+    if (row.id === 7) stopping = true; // SIGINT arrives while the second round is in flight
+    await new Promise((r) => setTimeout(r, 10));
+    finished.push(row.id);
+  }, { shouldStop: () => stopping });
+  assert.deepEqual(finished.sort((a, b) => a - b), started.sort((a, b) => a - b)); // nothing cut mid-send
+  assert.ok(started.length <= 7 + 4, `started ${started.length} rows after the stop`);
+  assert.deepEqual(skipped.map((r) => r.id), items.map((r) => r.id).filter((id) => !started.includes(id)));
+  assert.equal(started.length + skipped.length, 50);
+});
