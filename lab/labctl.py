@@ -1060,16 +1060,24 @@ def fault_frontend_broken(sec: dict[str, str]) -> None:
 BAD_DEPLOY_LINE = "require('./akig-payments-v2');  // deploy 1.5.0: new payments module\n"
 
 
-def deploy_commit(host: str, message: str, mutate: Callable[[Path], None]) -> str:
+def deploy_commit(host: str, message: str, mutate: Callable[[Path], None], when: str | None = None) -> str:
+    """Commit a deploy on the host's checkout; ``when`` (ISO time) dates it, the same on every host."""
     co = checkout(host)
     mutate(co)
     git(co, "add", "-A")
-    git(co, "commit", "-q", "-m", message)
+    env = {**LAB_AUTHOR, **({"GIT_AUTHOR_DATE": when, "GIT_COMMITTER_DATE": when} if when else {})}
+    run(["git", "-C", str(co), "commit", "-q", "-m", message], env=env)
     return git(co, "rev-parse", "HEAD").stdout.strip()
+
+
+def deploy_time() -> str:
+    """A fault's deploy happens now (a runbook reverts only a recent deploy), to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def fault_bad_deploy(sec: dict[str, str]) -> None:
     revs = {}
+    when = deploy_time()
     for host in APP_HOSTS:
         def mutate(co: Path) -> None:
             server = co / "backend" / "src" / "server.js"
@@ -1080,7 +1088,7 @@ def fault_bad_deploy(sec: dict[str, str]) -> None:
                       default=0)
             lines.insert(idx + 1, BAD_DEPLOY_LINE)
             server.write_text("".join(lines))
-        revs[host] = deploy_commit(host, "deploy: AKIG 1.5.0 (payments v2)", mutate)
+        revs[host] = deploy_commit(host, "deploy: AKIG 1.5.0 (payments v2)", mutate, when)
         # a cold deploy: stop the old release, start the new one
         pm2(host, "stop", "akig-backend", check=False, timeout=60)
         pm2(host, "start", str(app_dir(host) / "ecosystem.config.js"), "--only", "akig-backend", check=False,
@@ -1195,11 +1203,12 @@ LEAK_SNIPPET = (
 
 def fault_memory_leak(sec: dict[str, str]) -> None:
     revs = {}
+    when = deploy_time()
     for host in APP_HOSTS:
         def mutate(co: Path) -> None:
             with open(co / "backend" / "src" / "server.js", "a") as fh:
                 fh.write(LEAK_SNIPPET)
-        revs[host] = deploy_commit(host, "deploy: AKIG 1.5.1 (payments cache)", mutate)
+        revs[host] = deploy_commit(host, "deploy: AKIG 1.5.1 (payments cache)", mutate, when)
         pm2(host, "reload", "akig-backend", timeout=90)
     record_fault("memory_leak", revisions=revs)
 

@@ -109,7 +109,7 @@ def test_bad_deploy_is_reverted(cleared) -> None:
 
 
 @pytest.mark.parametrize("author, age_s, refusal", [
-    ("oncall@akig.com", 0, "it is this runbook's own revert"),
+    ("oncall@akig.com", 0, "it is a revert made by this runbook"),
     ("deploy@akig.com", 3 * 86400, "it is not a recent deploy"),
 ])
 def test_bad_deploy_revert_is_refused_unless_a_recent_deploy(cleared, secrets, author, age_s, refusal) -> None:
@@ -156,6 +156,8 @@ def test_mitigation_failure_stops_the_roll_and_releases_the_lock(cleared, secret
         proc = run_playbook("-e", "app_recovery_timeout_s=8")
     finally:
         env.write_text(original)
+        subprocess.run([str(STATE.parent / "node_modules" / ".bin" / "pm2"), "restart", "akig-backend", "--update-env"],
+                       env={**os.environ, "PM2_HOME": str(STATE / "app-1" / "pm2")}, capture_output=True, timeout=60)
     assert proc.returncode != 0
     assert "rb-p1-001-critical-bug failed" in proc.stdout
     # the roll stopped at app-1: app-2 was not touched (still down)
