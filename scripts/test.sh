@@ -1,51 +1,110 @@
 #!/usr/bin/env bash
 # The whole akig.runbooks test suite, from a fresh Debian 12 machine:
-#   setup (idempotent) -> unit tests -> ansible-lint -> ansible-test sanity
-#   -> lab up -> lab tests (real PostgreSQL, Redis, pm2, Node, emulator) -> molecule -> lab down
-# Usage: bash scripts/test.sh [--keep-lab] [--only unit|integration|lint|sanity|lab|molecule]
+#   setup (idempotent) -> unit tests (in parallel) -> unit tests that start processes -> integration
+#   -> ansible-lint -> ansible-test sanity -> lab up -> lab tests (real PostgreSQL, Redis, pm2, Node,
+#   emulator) -> molecule -> lab down, then a table of each stage's duration and result.
+# Usage: bash scripts/test.sh [--keep-lab] [--reuse-lab] [--only unit|unit-process|integration|lint|sanity|lab|molecule]
+#   --only unit       both unit lanes (unit: no process started, pytest-xdist; unit-process: the rest)
+#   --keep-lab        leave the lab this run started up at the end
+#   --reuse-lab       run the lab tests against a lab that is already running (they inject faults into it
+#                     and reset it: its data and secrets are replaced); without it such a lab is refused
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-keep_lab=0; only=""
+usage="usage: $0 [--keep-lab] [--reuse-lab] [--only unit|unit-process|integration|lint|sanity|lab|molecule]"
+keep_lab=0; reuse_lab=0; only=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --keep-lab) keep_lab=1 ;;
-    --only) only=$2; shift ;;
-    *) echo "usage: $0 [--keep-lab] [--only unit|integration|lint|sanity|lab|molecule]" >&2; exit 2 ;;
+    --reuse-lab) reuse_lab=1 ;;
+    --only)
+      case "${2:-}" in
+        unit|unit-process|integration|lint|sanity|lab|molecule) only=$2; shift ;;
+        *) echo "$usage" >&2; exit 2 ;;
+      esac ;;
+    *) echo "$usage" >&2; exit 2 ;;
   esac
   shift
 done
 
-bash scripts/setup.sh || { echo "[test] setup failed" >&2; exit 1; }
-export PATH="$root/.venv/bin:$PATH" ANSIBLE_CONFIG="$root/ansible.cfg" ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
-export PYTHONPATH="$root/.collections${PYTHONPATH:+:$PYTHONPATH}"
 out="$root/tests/output"; rm -rf "$out"; mkdir -p "$out"
+stages="$out/stages.tsv"  # name, result, seconds: read by scripts/summarize-junit.py
+: > "$stages"
 failed_steps=()
-t_start=$SECONDS
 
-step() {  # step NAME COMMAND...
+now_ds() { local ns; ns=$(date +%s%N); echo $((ns / 100000000)); }  # tenths of a second
+t_start=$(now_ds)
+record() {  # record NAME RESULT T0_DS
+  local ds=$(( $(now_ds) - $3 ))
+  printf '%s\t%s\t%d.%d\n' "$1" "$2" $((ds / 10)) $((ds % 10)) >> "$stages"
+}
+selected() {  # selected NAME: does --only select this step?
+  [ -z "$only" ] || [ "$only" = "$1" ] || [[ "$1" == "$only"-* ]]
+}
+step() {  # step NAME COMMAND...: run it when --only selects it
+  selected "$1" || return 0
+  run_step "$@"
+}
+run_step() {  # run_step NAME COMMAND...
   local name=$1; shift
-  if [ -n "$only" ] && [ "$only" != "$name" ] && [[ "$name" != "$only"-* ]]; then return 0; fi
-  local t0=$SECONDS
+  local t0; t0=$(now_ds)
   echo; echo "=== [test] $name"
-  if "$@"; then echo "=== [test] $name: ok ($((SECONDS - t0))s)"
-  else echo "=== [test] $name: FAILED ($((SECONDS - t0))s)"; failed_steps+=("$name"); fi
+  if "$@"; then
+    echo "=== [test] $name: ok"; record "$name" ok "$t0"
+  else
+    echo "=== [test] $name: FAILED"; record "$name" FAILED "$t0"; failed_steps+=("$name")
+  fi
+}
+skip() {  # skip NAME REASON
+  selected "$1" || return 0
+  echo; echo "=== [test] $1: not run ($2)"
+  printf '%s\t%s\t-\n' "$1" "not run: $2" >> "$stages"
+  failed_steps+=("$1")
 }
 
-lab_started=0
+# --- the lab: only one per machine, and the lab tests destroy its state (faults, resets) ---
+lab_started=0; lab_ready=0; lab_stopped=0
+lab_running() {  # any lab component answering, healthy or not
+  lab/akig-lab status --json 2>/dev/null | python3 -c '
+import json, sys
+try:
+    status = json.load(sys.stdin)
+except ValueError:
+    sys.exit(1)
+sys.exit(0 if any(v.get("ok") or v.get("running") for k, v in status.items() if k != "faults") else 1)'
+}
 lab_up() {
-  if lab/akig-lab status >/dev/null 2>&1; then return 0; fi
+  if lab_running; then
+    if [ "$reuse_lab" = 1 ]; then
+      echo "[test] reusing the lab that is already running (--reuse-lab): the lab tests will inject faults and reset it"
+      lab_ready=1
+      return 0
+    fi
+    echo "[test] ERROR: a lab is already running on this machine, and this run did not start it (someone's" \
+         "drill, another test run, a lab left up with --keep-lab). The lab tests inject faults into the lab and" \
+         "reset it, replacing its data and secrets. If nobody needs it, stop it (lab/akig-lab down) and run again;" \
+         "to run the lab tests against it anyway, add --reuse-lab." >&2
+    return 1
+  fi
   lab_started=1
-  local t0=$SECONDS
-  lab/akig-lab up && echo "[test] lab up took $((SECONDS - t0))s"
+  lab/akig-lab up && lab_ready=1
 }
 lab_down() {
-  if [ "$lab_started" = 1 ] && [ "$keep_lab" = 0 ]; then
-    local t0=$SECONDS
-    lab/akig-lab down && echo "[test] lab down took $((SECONDS - t0))s"
+  if [ "$lab_started" = 1 ] && [ "$keep_lab" = 0 ] && [ "$lab_stopped" = 0 ]; then
+    lab_stopped=1
+    lab/akig-lab down
   fi
 }
 trap lab_down EXIT
+lab_tests() {  # the lab tests print their reset times; the log keeps them for the stage table
+  pytest tests/lab -q -p no:cacheprovider --junitxml="$out/lab.xml" 2>&1 | tee "$out/lab.log"
+}
+
+run_step setup bash scripts/setup.sh
+if [ ${#failed_steps[@]} -gt 0 ]; then echo "[test] setup failed" >&2; exit 1; fi
+export PATH="$root/.venv/bin:$PATH" ANSIBLE_CONFIG="$root/ansible.cfg" ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
+export PYTHONPATH="$root/.collections${PYTHONPATH:+:$PYTHONPATH}"
+export HYPOTHESIS_PROFILE=ci  # tests/conftest.py: derandomized, no deadline, no example database
 
 # A copy of akig.runbooks installed in the user's collections path (ansible-galaxy collection
 # install) would shadow this checkout for ansible-lint: move it aside, saying so.
@@ -55,17 +114,29 @@ if [ -e "$shadow" ] && [ "$(readlink -f "$shadow")" != "$root" ]; then
   mv "$shadow" "$shadow.shadowed.$(date +%s)"
 fi
 
-step unit pytest tests/unit -q -p no:cacheprovider --junitxml="$out/unit.xml"
-step integration pytest tests/integration -q -p no:cacheprovider --junitxml="$out/integration.xml"
+pytest_args=(-q -p no:cacheprovider)
+# tests/unit: the tests that start no process, in parallel; tests/unit/conftest.py fails one that does
+step unit pytest tests/unit "${pytest_args[@]}" -m "not process" -n auto --junitxml="$out/unit.xml"
+# the unit tests marked `process` (PostgreSQL test cluster, redis-server, ansible, pm2, node) and the
+# integration tests: one at a time. Files share fixed addresses (127.0.0.91-93, 127.0.0.96-97), and
+# --dist loadgroup, which would keep them on one worker, groups nothing with pytest 9.2 (pytest-xdist#1386)
+step unit-process pytest tests/unit "${pytest_args[@]}" -m process --junitxml="$out/unit-process.xml"
+step integration pytest tests/integration "${pytest_args[@]}" --junitxml="$out/integration.xml"
 step lint ansible-lint --profile production --offline -q
 step sanity bash scripts/sanity.sh
-if [ -z "$only" ] || [ "$only" = lab ] || [ "$only" = molecule ]; then
-  step lab-up lab_up
-  step lab pytest tests/lab -q -p no:cacheprovider --junitxml="$out/lab.xml"
-  step molecule bash scripts/molecule.sh
+if selected lab || selected molecule; then
+  run_step lab-up lab_up
+  if [ "$lab_ready" = 1 ]; then
+    step lab lab_tests
+    step molecule bash scripts/molecule.sh
+  else
+    skip lab "no lab"
+    skip molecule "no lab"
+  fi
+  if [ "$lab_started" = 1 ] && [ "$keep_lab" = 0 ]; then run_step lab-down lab_down; fi
 fi
 
+record suite "$([ ${#failed_steps[@]} -eq 0 ] && echo ok || echo FAILED)" "$t_start"
 echo
-echo "[test] suite took $((SECONDS - t_start))s"
 python3 scripts/summarize-junit.py "$out" "${failed_steps[@]+"${failed_steps[@]}"}"
 [ ${#failed_steps[@]} -eq 0 ]

@@ -24,16 +24,22 @@ Model
   needs ``break_stale=True`` and reports the previous holder in ``broken``.
 
 Two stores implement the same five operations (``read``, ``create``,
-``delete``, ``extend`` and ``describe``):
+``delete``, ``extend`` and ``describe``), each in its own file:
 
-* :class:`RedisLockStore` -- for shared controllers (AWX, several operators).
-  Key ``akig:incident-lock:<environment>`` holds the holder JSON with a PX
-  TTL; ``akig:incident-lock:<environment>:fence`` is the token counter.  Every
-  mutation is one Lua script, so check-and-act is atomic on the server.
-* :class:`FileLockStore` -- for a single controller.  ``<lock_dir>/<env>.lock``
-  holds the holder JSON, created with create-exclusive semantics; the token
-  counter is ``<env>.fence`` and every mutation runs under an exclusive
-  ``flock`` of ``<env>.guard``.
+* ``incident_lock_redis.py``, :class:`RedisLockStore` -- for shared
+  controllers (AWX, several operators).  Key ``akig:incident-lock:<environment>``
+  holds the holder JSON with a PX TTL; ``akig:incident-lock:<environment>:fence``
+  is the token counter.  Every mutation is one Lua script, so check-and-act is
+  atomic on the server.
+* ``incident_lock_file.py``, :class:`FileLockStore` -- for a single controller.
+  ``<lock_dir>/<env>.lock`` holds the holder JSON, created with create-exclusive
+  semantics; the token counter is ``<env>.fence`` and every mutation runs under
+  an exclusive ``flock`` of ``<env>.guard``.
+
+This file holds what does not depend on the store: the holder record
+(:class:`Lock`), staleness, the operations and the module's entry point
+(:func:`run`, which picks the store with :func:`make_store`).  The stores import
+it; it imports a store only when :func:`make_store` needs one.
 
 The clock, the sleep, the pid-liveness check, the hostname and the holder pid
 are injected through :class:`Runtime` so the tests can drive time and
@@ -48,61 +54,44 @@ import os
 import re
 import socket
 import time
-import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+from datetime import datetime
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX; the file backend says so when used
-    fcntl = None  # type: ignore[assignment]
-
-try:
-    import redis as redis_lib
-except ImportError:  # pragma: no cover - exercised only where redis-py is missing
-    import traceback
-
-    redis_lib = None  # type: ignore[assignment]
-    HAS_REDIS = False
-    REDIS_IMPORT_ERROR: Optional[str] = traceback.format_exc()
-else:
-    HAS_REDIS = True
-    REDIS_IMPORT_ERROR = None
+from ansible_collections.akig.runbooks.plugins.module_utils.procfs import pid_exists as process_alive
+from ansible_collections.akig.runbooks.plugins.module_utils.procfs import process_parent_and_argv
+from ansible_collections.akig.runbooks.plugins.module_utils.timeutil import format_utc, parse_iso8601, utc_now
 
 __all__ = [
-    "HAS_REDIS",
-    "KEY_PREFIX",
-    "REDIS_IMPORT_ERROR",
-    "FileLockStore",
+    "BACKENDS",
+    "Holder",
     "Lock",
     "LockError",
-    "RedisLockStore",
     "Runtime",
     "acquire",
     "break_lock",
     "find_run_pid",
     "format_ts",
     "inspect",
+    "make_store",
+    "parse_lock",
+    "parse_ts",
     "process_alive",
     "refresh",
     "release",
     "run",
     "stale_reason",
+    "utc_now",
     "validate_params",
 ]
 
-KEY_PREFIX = "akig:incident-lock:"
 STATES = ("acquired", "released", "refreshed", "absent", "query")
 BACKENDS = ("redis", "file")
 ENVIRONMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-REDIS_TIMEOUT_S = 5.0
 # How often a lost race (another run created or changed the lock between our
 # read and our write) is re-examined at once, before waiting or failing.
 RACE_RETRIES = 5
 
-UTC = timezone.utc
 Holder = Dict[str, Any]
 
 
@@ -123,64 +112,17 @@ class LockError(Exception):
 # --------------------------------------------------------------------------
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def format_ts(value: datetime) -> str:
     """``2026-11-27T14:23:00Z``: UTC, whole seconds (rounded down)."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_utc(value, "seconds")
 
 
 def parse_ts(value: Any) -> Optional[datetime]:
-    """Parse a timestamp written by :func:`format_ts`; None when it is not one."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed.astimezone(UTC)
-
-
-def _ceil_to_second(value: datetime) -> datetime:
-    if value.microsecond:
-        value = value.replace(microsecond=0) + timedelta(seconds=1)
-    return value
-
-
-def process_alive(pid: int) -> bool:
-    """True when a process with this pid exists on this host (zombies count)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, it just belongs to another user
-    return True
+    """Parse a timestamp written by :func:`format_ts`; None when it is not one (or has no offset)."""
+    return parse_iso8601(value) if isinstance(value, str) else None
 
 
 _ANSIBLE_CLI_RE = re.compile(r"^ansible(?:-[a-z]+)?$")
-
-
-def _read_proc(pid: int) -> Optional[Tuple[int, Tuple[str, ...]]]:
-    """(parent pid, argv) of a process from Linux /proc, or None."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as handle:
-            stat = handle.read()
-        with open("/proc/%d/cmdline" % pid, "rb") as handle:
-            cmdline = handle.read()
-    except OSError:
-        return None
-    try:
-        # the command name in field 2 may contain spaces and parentheses
-        ppid = int(stat.rsplit(b")", 1)[1].split()[1])
-    except (IndexError, ValueError):
-        return None
-    argv = tuple(part.decode("utf-8", "replace") for part in cmdline.split(b"\0") if part)
-    return ppid, argv
 
 
 def _is_ansible_cli(argv: Tuple[str, ...]) -> bool:
@@ -190,7 +132,7 @@ def _is_ansible_cli(argv: Tuple[str, ...]) -> bool:
 
 def find_run_pid(
     start_pid: Optional[int] = None,
-    read_proc: Callable[[int], Optional[Tuple[int, Tuple[str, ...]]]] = _read_proc,
+    read_proc: Callable[[int], Optional[Tuple[int, Tuple[str, ...]]]] = process_parent_and_argv,
     max_depth: int = 64,
 ) -> Optional[int]:
     """The pid of the ``ansible-playbook`` (or ``ansible``) process running this module.
@@ -288,7 +230,12 @@ class Lock:
         return out
 
 
-def _parse_lock(raw: str, expires_at: Optional[datetime], expires_from_record: bool) -> Lock:
+def parse_lock(raw: str, expires_at: Optional[datetime], expires_from_record: bool) -> Lock:
+    """A stored holder record as a :class:`Lock` (an unreadable one carries its ``error``).
+
+    ``expires_at`` is the expiry the store knows (the Redis key's TTL); with ``expires_from_record``
+    it is read from the record's own ``expires_at`` instead (the file store).
+    """
     try:
         holder = json.loads(raw)
     except ValueError as exc:
@@ -303,397 +250,6 @@ def _parse_lock(raw: str, expires_at: Optional[datetime], expires_from_record: b
         if expires_at is None:
             return Lock({}, raw, None, "no valid expires_at")
     return Lock(holder, raw, expires_at)
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
-# --------------------------------------------------------------------------
-# Redis store
-# --------------------------------------------------------------------------
-
-# KEYS[1] lock, KEYS[2] fence. ARGV[1] holder JSON object without token,
-# ARGV[2] TTL in ms, ARGV[3] token of the (stale) lock to replace, or ''.
-# Creates the lock when the key is absent, or replaces it when it still holds
-# ARGV[3]; the token is INCR'd inside the script so that successive holders
-# always get increasing tokens.  Returns {1, new, previous-or-''} / {0, current}.
-_ACQUIRE_LUA = """
-local current = redis.call('GET', KEYS[1])
-if current then
-  if ARGV[3] == '' then return {0, current} end
-  local ok, holder = pcall(cjson.decode, current)
-  if not ok or type(holder) ~= 'table' or holder['token'] ~= tonumber(ARGV[3]) then
-    return {0, current}
-  end
-end
-local token = redis.call('INCR', KEYS[2])
-local value = string.sub(ARGV[1], 1, -2) .. ',"token":' .. string.format('%d', token) .. '}'
-redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
-return {1, value, current or ''}
-"""
-
-# KEYS[1] lock. ARGV[1] token. Compare-and-delete: {1, deleted} / {0, ''} / {-1, current}.
-_RELEASE_LUA = """
-local current = redis.call('GET', KEYS[1])
-if not current then return {0, ''} end
-local ok, holder = pcall(cjson.decode, current)
-if not ok or type(holder) ~= 'table' or holder['token'] ~= tonumber(ARGV[1]) then
-  return {-1, current}
-end
-redis.call('DEL', KEYS[1])
-return {1, current}
-"""
-
-# KEYS[1] lock. ARGV[1] raw value. Delete an unreadable lock only if unchanged.
-_DELETE_RAW_LUA = """
-local current = redis.call('GET', KEYS[1])
-if not current then return {0, ''} end
-if current ~= ARGV[1] then return {-1, current} end
-redis.call('DEL', KEYS[1])
-return {1, current}
-"""
-
-# KEYS[1] lock. ARGV[1] token, ARGV[2] TTL in ms. Compare-and-pexpire.
-# {1, current, pttl} / {0, ''} / {-1, current}.
-_REFRESH_LUA = """
-local current = redis.call('GET', KEYS[1])
-if not current then return {0, ''} end
-local ok, holder = pcall(cjson.decode, current)
-if not ok or type(holder) ~= 'table' or holder['token'] ~= tonumber(ARGV[1]) then
-  return {-1, current}
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return {1, current, redis.call('PTTL', KEYS[1])}
-"""
-
-
-def _ttl_ms(ttl: float) -> int:
-    return max(1, int(round(ttl * 1000)))
-
-
-class RedisLockStore:
-    """Locks in Redis (standalone or the Sentinel primary; not Redis Cluster).
-
-    ``client`` is a ``redis.Redis``; use :meth:`connect` to build one from the
-    module options.  ``secrets`` are scrubbed from every error message.
-    """
-
-    backend = "redis"
-
-    def __init__(self, client: Any, location: str, secrets: Tuple[str, ...] = ()) -> None:
-        self._client = client
-        self._location = location
-        self._secrets = tuple(s for s in secrets if s)
-        self._acquire = client.register_script(_ACQUIRE_LUA)
-        self._release = client.register_script(_RELEASE_LUA)
-        self._delete_raw = client.register_script(_DELETE_RAW_LUA)
-        self._refresh = client.register_script(_REFRESH_LUA)
-
-    @classmethod
-    def connect(
-        cls,
-        host: str,
-        port: int = 6379,
-        password: Optional[str] = None,
-        db: int = 0,
-        timeout: float = REDIS_TIMEOUT_S,
-    ) -> "RedisLockStore":
-        if not HAS_REDIS:
-            raise LockError(
-                "cannot use the redis backend of the incident lock: the Python library redis "
-                "is not installed for the interpreter running the module; install it "
-                "(pip install redis) or use backend=file on a single controller"
-            )
-        options: Dict[str, Any] = {}
-        try:
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-        except ImportError:  # pragma: no cover - redis-py < 4.2 does not retry by default
-            pass
-        else:
-            # No silent retries: a retried acquire script could run twice on the server.
-            # A failed call fails the task and the operator re-runs it.
-            options["retry"] = Retry(NoBackoff(), 0)
-        client = redis_lib.Redis(
-            host=host,
-            port=port,
-            db=db,
-            password=password or None,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            **options,
-        )
-        return cls(client, "%s:%s db %s" % (host, port, db), secrets=(password or "",))
-
-    @staticmethod
-    def key(environment: str) -> str:
-        return KEY_PREFIX + environment
-
-    def describe(self, environment: str) -> str:
-        return "redis key %s on %s" % (self.key(environment), self._location)
-
-    @contextmanager
-    def _errors(self, environment: str, operation: str) -> Iterator[None]:
-        try:
-            yield
-        except LockError:
-            raise
-        except Exception as exc:  # redis.RedisError and socket errors alike
-            if HAS_REDIS and not isinstance(exc, (redis_lib.RedisError, OSError)):
-                raise
-            detail = "%s: %s" % (type(exc).__name__, exc)
-            for secret in self._secrets:
-                detail = detail.replace(secret, "********")
-            raise LockError(
-                "cannot %s the incident lock for environment '%s' (%s): Redis did not answer "
-                "as expected (%s); check redis_host, redis_port, redis_db and redis_password and "
-                "that this controller can reach that Redis, then re-run"
-                % (operation, environment, self.describe(environment), detail)
-            ) from None
-
-    def read(self, environment: str, now: datetime) -> Optional[Lock]:
-        with self._errors(environment, "read"):
-            pipe = self._client.pipeline(transaction=True)
-            pipe.get(self.key(environment))
-            pipe.pttl(self.key(environment))
-            raw, pttl = pipe.execute()
-        if raw is None:
-            return None
-        return _parse_lock(_text(raw), self._expiry(now, pttl), expires_from_record=False)
-
-    @staticmethod
-    def _expiry(now: datetime, pttl: Any) -> Optional[datetime]:
-        pttl = int(pttl)
-        if pttl < 0:  # -1: no TTL (set by hand), -2: gone meanwhile
-            return None
-        return now + timedelta(milliseconds=pttl)
-
-    def create(
-        self,
-        environment: str,
-        fields: Holder,
-        ttl: float,
-        now: datetime,
-        replace_token: Optional[int] = None,
-    ) -> Tuple[bool, Optional[Lock]]:
-        """Create the lock, or replace the lock holding ``replace_token``.
-
-        Returns (True, new lock) or (False, the lock that is there instead).
-        """
-        body = json.dumps(fields, separators=(",", ":"))
-        with self._errors(environment, "acquire"):
-            reply = self._acquire(
-                keys=[self.key(environment), self.key(environment) + ":fence"],
-                args=[body, _ttl_ms(ttl), "" if replace_token is None else str(replace_token)],
-            )
-        if int(reply[0]) == 1:
-            return True, _parse_lock(_text(reply[1]), now + timedelta(seconds=ttl), False)
-        return False, _parse_lock(_text(reply[1]), None, False)
-
-    def delete(
-        self, environment: str, token: Optional[int], raw: Optional[str] = None
-    ) -> Tuple[str, Optional[Lock]]:
-        """Delete the lock if it still holds ``token`` (or, with token None, is still ``raw``).
-
-        Returns ("deleted", deleted lock), ("absent", None) or ("mismatch", current lock).
-        """
-        with self._errors(environment, "release"):
-            if token is not None:
-                reply = self._release(keys=[self.key(environment)], args=[str(token)])
-            else:
-                reply = self._delete_raw(keys=[self.key(environment)], args=[raw or ""])
-        status = int(reply[0])
-        if status == 0:
-            return "absent", None
-        lock = _parse_lock(_text(reply[1]), None, False)
-        return ("deleted" if status == 1 else "mismatch"), lock
-
-    def extend(
-        self, environment: str, token: int, ttl: float, now: datetime
-    ) -> Tuple[str, Optional[Lock]]:
-        """Reset the TTL of the lock holding ``token``: ("extended" | "absent" | "mismatch", lock)."""
-        with self._errors(environment, "refresh"):
-            reply = self._refresh(keys=[self.key(environment)], args=[str(token), _ttl_ms(ttl)])
-        status = int(reply[0])
-        if status == 0:
-            return "absent", None
-        if status == -1:
-            return "mismatch", _parse_lock(_text(reply[1]), None, False)
-        return "extended", _parse_lock(_text(reply[1]), self._expiry(now, reply[2]), False)
-
-
-# --------------------------------------------------------------------------
-# File store
-# --------------------------------------------------------------------------
-
-
-class FileLockStore:
-    """Locks as JSON files in ``lock_dir`` on this controller (one controller only).
-
-    ``<env>.lock`` is the holder record, made visible only once complete: it is
-    written to a temporary file opened with ``O_CREAT|O_EXCL`` and hard-linked
-    into place with ``link(2)``, which fails if the lock file exists -- the same
-    create-exclusive guarantee as ``O_CREAT|O_EXCL`` on the lock file itself,
-    without a moment where the lock file exists but is empty.  ``<env>.fence``
-    holds the last token handed out; ``<env>.guard`` is an empty file whose
-    exclusive ``flock`` serialises every change, so check-and-act is atomic.
-    The directory must be on a local file system.
-    """
-
-    backend = "file"
-
-    def __init__(self, lock_dir: str) -> None:
-        self.lock_dir = os.path.abspath(os.path.expanduser(lock_dir))
-
-    def path(self, environment: str, suffix: str = "lock") -> str:
-        return os.path.join(self.lock_dir, "%s.%s" % (environment, suffix))
-
-    def describe(self, environment: str) -> str:
-        return "lock file %s" % self.path(environment)
-
-    @contextmanager
-    def _errors(self, environment: str, operation: str) -> Iterator[None]:
-        try:
-            yield
-        except LockError:
-            raise
-        except OSError as exc:
-            raise LockError(
-                "cannot %s the incident lock for environment '%s' (%s): %s; check that "
-                "lock_dir is a writable directory on a local file system of this controller"
-                % (operation, environment, self.describe(environment), exc)
-            ) from None
-
-    @contextmanager
-    def _guard(self, environment: str) -> Iterator[None]:
-        if fcntl is None:  # pragma: no cover - non-POSIX controller
-            raise LockError(
-                "cannot use the file backend of the incident lock on this platform (no fcntl); "
-                "use backend=redis"
-            )
-        os.makedirs(self.lock_dir, mode=0o700, exist_ok=True)
-        fd = os.open(self.path(environment, "guard"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing drops the flock
-
-    def _load(self, environment: str) -> Optional[Lock]:
-        try:
-            with open(self.path(environment), "r", encoding="utf-8") as handle:
-                raw = handle.read()
-        except FileNotFoundError:
-            return None
-        return _parse_lock(raw, None, expires_from_record=True)
-
-    def _fence(self, environment: str) -> int:
-        try:
-            with open(self.path(environment, "fence"), "r", encoding="ascii") as handle:
-                return max(0, int(handle.read().strip() or 0))
-        except FileNotFoundError:
-            return 0
-        except ValueError:
-            return 0
-
-    def _write_atomically(self, target: str, text: str, exclusive: bool) -> bool:
-        """Write ``text`` to ``target`` all at once; with ``exclusive`` only if it does not exist."""
-        tmp = os.path.join(
-            self.lock_dir, ".%s.%d.%s.tmp" % (os.path.basename(target), os.getpid(), uuid.uuid4().hex)
-        )
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            try:
-                os.write(fd, text.encode("utf-8"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if exclusive:
-                try:
-                    os.link(tmp, target)
-                except FileExistsError:
-                    return False
-            else:
-                os.replace(tmp, target)
-        finally:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-        self._sync_dir()
-        return True
-
-    def _sync_dir(self) -> None:
-        try:
-            fd = os.open(self.lock_dir, os.O_RDONLY)
-        except OSError:  # pragma: no cover - best effort durability
-            return
-        try:
-            os.fsync(fd)
-        except OSError:  # pragma: no cover
-            pass
-        finally:
-            os.close(fd)
-
-    def read(self, environment: str, now: datetime) -> Optional[Lock]:
-        with self._errors(environment, "read"):
-            return self._load(environment)
-
-    def create(
-        self,
-        environment: str,
-        fields: Holder,
-        ttl: float,
-        now: datetime,
-        replace_token: Optional[int] = None,
-    ) -> Tuple[bool, Optional[Lock]]:
-        with self._errors(environment, "acquire"), self._guard(environment):
-            current = self._load(environment)
-            if current is not None and (replace_token is None or current.token != replace_token):
-                return False, current
-            token = max(self._fence(environment), (current.token or 0) if current else 0) + 1
-            self._write_atomically(self.path(environment, "fence"), "%d\n" % token, exclusive=False)
-            expires_at = _ceil_to_second(now + timedelta(seconds=ttl))
-            holder = dict(fields, expires_at=format_ts(expires_at), token=token)
-            raw = json.dumps(holder, separators=(",", ":"))
-            if current is not None:
-                os.unlink(self.path(environment))
-            if not self._write_atomically(self.path(environment), raw, exclusive=True):
-                # someone wrote the lock file without taking the guard
-                return False, self._load(environment)
-            return True, Lock(holder, raw, expires_at)
-
-    def delete(
-        self, environment: str, token: Optional[int], raw: Optional[str] = None
-    ) -> Tuple[str, Optional[Lock]]:
-        with self._errors(environment, "release"), self._guard(environment):
-            current = self._load(environment)
-            if current is None:
-                return "absent", None
-            same = current.token == token if token is not None else current.raw == raw
-            if not same:
-                return "mismatch", current
-            os.unlink(self.path(environment))
-            self._sync_dir()
-            return "deleted", current
-
-    def extend(
-        self, environment: str, token: int, ttl: float, now: datetime
-    ) -> Tuple[str, Optional[Lock]]:
-        with self._errors(environment, "refresh"), self._guard(environment):
-            current = self._load(environment)
-            if current is None:
-                return "absent", None
-            if current.token != token:
-                return "mismatch", current
-            expires_at = _ceil_to_second(now + timedelta(seconds=ttl))
-            holder = dict(current.holder, ttl=ttl, expires_at=format_ts(expires_at))
-            raw = json.dumps(holder, separators=(",", ":"))
-            self._write_atomically(self.path(environment), raw, exclusive=False)
-            return "extended", Lock(holder, raw, expires_at)
 
 
 # --------------------------------------------------------------------------
@@ -1162,8 +718,13 @@ def validate_params(params: Mapping[str, Any]) -> None:
 
 
 def make_store(params: Mapping[str, Any]) -> Any:
+    """The store of ``params['backend']`` (the store files import this one, so they are imported here)."""
     if params.get("backend", "redis") == "file":
+        from ansible_collections.akig.runbooks.plugins.module_utils.incident_lock_file import FileLockStore
+
         return FileLockStore(params.get("lock_dir") or "~/.cache/akig-runbooks/locks")
+    from ansible_collections.akig.runbooks.plugins.module_utils.incident_lock_redis import RedisLockStore
+
     return RedisLockStore.connect(
         host=params["redis_host"],
         port=params.get("redis_port") or 6379,

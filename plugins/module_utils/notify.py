@@ -10,7 +10,7 @@ Rules the functions keep:
 
 * a provider failure never raises: it becomes a *delivery* with ``ok: false``
   and a sanitised ``error`` (HTTP status, provider error code and message,
-  with every credential value replaced by ``[REDACTED]``);
+  with every credential value replaced by ``[REDACTED]``, module_utils/redact.py);
 * only bad input raises :class:`NotifyError`, before anything is sent;
 * no result ever contains a credential, a webhook URL or an auth header;
 * in check mode nothing is sent and the plan is returned as ``actions``.
@@ -29,6 +29,8 @@ from urllib.parse import urlencode, urlsplit
 
 from ansible.module_utils.urls import open_url
 
+from ansible_collections.akig.runbooks.plugins.module_utils.redact import Redactor
+
 __all__ = [
     "CHANNEL_TYPES",
     "MODES",
@@ -44,7 +46,6 @@ __all__ = [
 
 CHANNEL_TYPES = ("slack", "sms", "email")
 MODES = ("first_success", "all")
-REDACTED = "[REDACTED]"
 MAX_ERROR_CHARS = 300
 DEFAULT_SUBJECT = "AKIG incident notification"
 _TYPE_WORDS = {"slack": "Slack", "sms": "SMS", "email": "e-mail"}
@@ -54,24 +55,6 @@ Opener = Callable[..., Any]
 
 class NotifyError(ValueError):
     """Invalid input to :func:`notify`; the message says what is accepted."""
-
-
-class Redactor:
-    """Replaces every secret value found in a string by ``[REDACTED]``."""
-
-    def __init__(self, secrets: Sequence[str | None]) -> None:
-        # longest first so a secret containing another one is replaced whole
-        self._secrets = sorted(
-            {s for s in secrets if isinstance(s, str) and len(s) >= 4},
-            key=len,
-            reverse=True,
-        )
-
-    def __call__(self, text: Any) -> str:
-        value = str(text)
-        for secret in self._secrets:
-            value = value.replace(secret, REDACTED)
-        return value
 
 
 @dataclass(frozen=True)
@@ -300,7 +283,7 @@ def send_one(
     0 when there was no HTTP answer (not configured, refused, timed out).
     """
     kind = channel["type"]
-    redact = Redactor(providers.secrets())
+    redact = Redactor(providers.secrets(), min_length=4)
     key = _delivery_key(idempotency_key, channel)
     delivery: dict[str, Any] = {
         "type": kind,

@@ -34,8 +34,11 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from datetime import datetime
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from ansible_collections.akig.runbooks.plugins.module_utils.redact import redact
+from ansible_collections.akig.runbooks.plugins.module_utils.timeutil import format_utc, utc_now
 
 try:
     import psycopg2
@@ -56,8 +59,11 @@ __all__ = [
     "ConnectionOptions",
     "PgConnectError",
     "PgError",
+    "NODE_STATES",
     "classify_connect_error",
+    "combine_states",
     "connect",
+    "node_state",
     "parse_lsn",
     "promote",
     "replication_info",
@@ -69,7 +75,6 @@ __all__ = [
 LSN_RE = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
 PROBE_SQL = "CREATE TEMP TABLE akig_promote_probe(x int)"
 POLL_S = 0.1
-MASK = "********"
 
 # (kind, substring of the libpq message (lower case), node looks down?, what to do next)
 _CONNECT_ERRORS: Tuple[Tuple[str, str, bool, str], ...] = (
@@ -80,6 +85,8 @@ _CONNECT_ERRORS: Tuple[Tuple[str, str, bool, str], ...] = (
      "pg_hba.conf on the server has no entry for this client, user and database; add one or connect from an allowed host"),
     ("database", "does not exist", False, "check login_db (and login_user)"),
     ("refused", "connection refused", True, "is PostgreSQL running and listening on {target}?"),
+    # a Unix socket directory as login_host: no socket file, no server
+    ("refused", "no such file or directory", True, "is PostgreSQL running, with its socket in {target}?"),
     ("timeout", "timeout expired", True,
      "no answer within connect_timeout={timeout} s; check that the host is up and the network path to {target}"),
     ("timeout", "timed out", True,
@@ -169,10 +176,8 @@ class ConnectionOptions:
             raise PgError("connect_timeout must be at least 1 second, got %d" % self.connect_timeout)
 
     def mask(self, text: str) -> str:
-        """``text`` with the password (if any) replaced by asterisks."""
-        if self.password:
-            text = text.replace(self.password, MASK)
-        return text
+        """``text`` with the password (if any) replaced by the mask of module_utils/redact.py."""
+        return redact(text, self.password)
 
 
 def _libpq_cause(text: str) -> str:
@@ -275,13 +280,9 @@ def _optional(cur: Any, sql: str, params: Tuple[Any, ...] = ()) -> Optional[Tupl
         return None
 
 
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def format_ts(value: datetime) -> str:
-    """UTC ISO 8601 with milliseconds: ``2026-11-27T14:23:00.123Z``."""
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    """``2026-11-27T14:23:05.412Z``: UTC, milliseconds."""
+    return format_utc(value, "milliseconds")
 
 
 # --------------------------------------------------------------------------
@@ -317,7 +318,13 @@ SELECT received::text, pg_wal_lsn_diff(received, '0/0'),
   FROM w
 """
 
-_WAL_RECEIVER_SQL = "SELECT status, sender_host, sender_port, slot_name, received_tli FROM pg_stat_wal_receiver"
+# last_msg_receipt_time is the last message (WAL or keepalive) from the upstream; its age is taken on the
+# node itself, so the controller's clock does not matter. The view has no row while no receiver runs.
+_WAL_RECEIVER_SQL = """
+SELECT status, sender_host, sender_port, slot_name, received_tli,
+       last_msg_receipt_time, extract(epoch FROM now() - last_msg_receipt_time)
+  FROM pg_stat_wal_receiver
+"""
 
 _REPLICAS_SQL = """
 WITH w AS MATERIALIZED (SELECT pg_current_wal_lsn() AS lsn)
@@ -326,9 +333,11 @@ SELECT application_name, host(client_addr), state, sync_state,
        pg_wal_lsn_diff(sent_lsn, '0/0'), pg_wal_lsn_diff(write_lsn, '0/0'),
        pg_wal_lsn_diff(flush_lsn, '0/0'), pg_wal_lsn_diff(replay_lsn, '0/0'),
        pg_wal_lsn_diff(w.lsn, replay_lsn),
-       extract(epoch FROM write_lag), extract(epoch FROM flush_lag), extract(epoch FROM replay_lag)
-  FROM pg_stat_replication CROSS JOIN w
- ORDER BY application_name, client_addr, pid
+       extract(epoch FROM write_lag), extract(epoch FROM flush_lag), extract(epoch FROM replay_lag),
+       s.slot_name
+  FROM pg_stat_replication r CROSS JOIN w
+  LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid
+ ORDER BY application_name, client_addr, r.pid
 """
 
 _SLOTS_SQL = """
@@ -358,12 +367,19 @@ def _empty_info() -> Dict[str, Any]:
         "replay_paused": None,
         "lag_bytes": None,
         "lag_seconds": None,
-        "wal_receiver": {"status": None, "sender_host": None, "sender_port": None, "slot_name": None},
+        "wal_receiver": _no_receiver(),
         "replicas": [],
         "slots": [],
         "accepts_writes": None,
         "connections": {"total": None, "max": None},
+        "system_identifier": None,
+        "state": None,
     }
+
+
+def _no_receiver() -> Dict[str, Any]:
+    return {"status": None, "sender_host": None, "sender_port": None, "slot_name": None, "connected": False,
+            "last_msg_receipt_time": None, "last_msg_receipt_age_s": None}
 
 
 def replication_info(conn: Any, primary_lsn: Optional[str] = None) -> Dict[str, Any]:
@@ -383,6 +399,8 @@ def replication_info(conn: Any, primary_lsn: Optional[str] = None) -> Dict[str, 
         )
         checkpoint = _optional(cur, "SELECT timeline_id FROM pg_control_checkpoint()")
         checkpoint_tli = checkpoint[0] if checkpoint else None
+        system = _optional(cur, "SELECT system_identifier::text FROM pg_control_system()")
+        info["system_identifier"] = system[0] if system else None
 
         if not in_recovery:
             current, current_bytes, walfile = _one(cur, _PRIMARY_SQL)
@@ -414,9 +432,13 @@ def replication_info(conn: Any, primary_lsn: Optional[str] = None) -> Dict[str, 
             receiver = _optional(cur, _WAL_RECEIVER_SQL)
             received_tli = None
             if receiver:
-                status, sender_host, sender_port, slot_name, received_tli = receiver
+                status, sender_host, sender_port, slot_name, received_tli, receipt_time, receipt_age = receiver
                 info["wal_receiver"] = {
                     "status": status, "sender_host": sender_host, "sender_port": sender_port, "slot_name": slot_name,
+                    # PostgreSQL 15 shows a receiver that is still connecting as streaming, without a sender
+                    "connected": status == "streaming" and sender_host is not None,
+                    "last_msg_receipt_time": format_ts(receipt_time) if receipt_time is not None else None,
+                    "last_msg_receipt_age_s": None if receipt_age is None else max(0.0, _float(receipt_age) or 0.0),
                 }
             if receiver and info["wal_receiver"]["status"] == "streaming" and received_tli:
                 info["timeline"] = received_tli
@@ -443,18 +465,39 @@ def _replica_row(row: Tuple[Any, ...]) -> Dict[str, Any]:
         replica[key + "_bytes"] = _int(position)
     replica["lag_bytes"] = _nonneg(lag_bytes)
     replica.update(write_lag=_float(lags[0]), flush_lag=_float(lags[1]), replay_lag=_float(lags[2]))
+    replica["slot_name"] = row[16]
     return replica
 
 
-def run_info(params: Mapping[str, Any], application_name: str = "akig.runbooks.pg_replication_info") -> Dict[str, Any]:
-    """The ``pg_replication_info`` module: a down node is a result (``reachable: false``), not a failure."""
-    opts = ConnectionOptions.from_params(params)
-    primary_lsn = params.get("primary_lsn")
-    if primary_lsn is not None:
-        try:
-            parse_lsn(primary_lsn)
-        except ValueError as exc:
-            raise PgError("primary_lsn: %s" % exc) from None
+# What a probe says about a node, from worst to best. Only "down" (no PostgreSQL answering) calls for a
+# restart; the others answer and a restart would only cut their sessions.
+NODE_STATES = ("down", "refusing", "overloaded", "in_recovery", "up")
+_STATE_OF_ERROR = {"full": "overloaded", "starting": "in_recovery", "stopping": "refusing"}
+
+
+def node_state(info: Mapping[str, Any]) -> str:
+    """One of :data:`NODE_STATES` for one probe (a :func:`replication_info` or unreachable result).
+
+    ``up`` accepts writes; ``in_recovery`` is a standby, or a server starting up or replaying its WAL
+    after a crash; ``overloaded`` has no free connection slot; ``refusing`` answers but refuses writes
+    or sessions (read-only, shutting down); ``down`` does not answer (refused, timed out, no route,
+    connection closed).
+    """
+    if info.get("reachable"):
+        if info.get("accepts_writes"):
+            return "up"
+        return "in_recovery" if info.get("in_recovery") else "refusing"
+    return _STATE_OF_ERROR.get(info.get("error_kind") or "", "down")
+
+
+def combine_states(states: Sequence[str]) -> str:
+    """The best state seen over several probes: a node is ``down`` only when every probe found it down."""
+    if not states:
+        raise ValueError("no probe to combine")
+    return max(states, key=NODE_STATES.index)
+
+
+def _probe_once(opts: ConnectionOptions, primary_lsn: Optional[str], application_name: str) -> Dict[str, Any]:
     try:
         conn = connect(opts, application_name)
     except PgConnectError as exc:
@@ -469,6 +512,41 @@ def run_info(params: Mapping[str, Any], application_name: str = "akig.runbooks.p
         raise PgError(opts.mask("cannot read the replication state of %s: %s" % (opts.target, _pg_message(exc)))) from None
     finally:
         conn.close()
+
+
+def run_info(params: Mapping[str, Any], application_name: str = "akig.runbooks.pg_replication_info",
+             sleep: Callable[[float], None] = time.sleep) -> Dict[str, Any]:
+    """The ``pg_replication_info`` module: a down node is a result (``reachable: false``), not a failure.
+
+    With ``attempts`` > 1 the node is probed up to that many times, ``attempt_interval`` seconds apart,
+    stopping at the first probe that finds it ``up``; the result is the best probe's (the latest of equals),
+    with ``state`` the best state seen and ``probes`` every probe's state.
+    """
+    opts = ConnectionOptions.from_params(params)
+    primary_lsn = params.get("primary_lsn")
+    attempts = 1 if params.get("attempts") is None else params["attempts"]
+    interval = 1.0 if params.get("attempt_interval") is None else params["attempt_interval"]
+    if primary_lsn is not None:
+        try:
+            parse_lsn(primary_lsn)
+        except ValueError as exc:
+            raise PgError("primary_lsn: %s" % exc) from None
+    if not isinstance(attempts, int) or not 1 <= attempts <= 100:
+        raise PgError("attempts must be a whole number from 1 to 100, got %r" % (attempts,))
+    if not 0 <= interval <= 60:
+        raise PgError("attempt_interval must be from 0 to 60 seconds, got %r" % (interval,))
+    probes: List[Dict[str, Any]] = []
+    states: List[str] = []
+    for attempt in range(attempts):
+        if attempt:
+            sleep(interval)
+        probes.append(_probe_once(opts, primary_lsn, application_name))
+        states.append(node_state(probes[-1]))
+        if states[-1] == "up":
+            break
+    state = combine_states(states)
+    best = [info for info, seen in zip(probes, states) if seen == state][-1]
+    return dict(best, state=state, probes=states)
 
 
 def _pg_message(exc: BaseException) -> str:
@@ -528,6 +606,8 @@ def promote(
     wait_received_lsn: Optional[str] = None,
     catchup_timeout: float = 15,
     poll_interval: float = POLL_S,
+    reference_lsn: Optional[str] = None,
+    max_lag_bytes: Optional[int] = None,
     check_mode: bool = False,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
@@ -538,12 +618,16 @@ def promote(
     Read the state, then refuse, do nothing (already a primary), plan (check mode) or promote.
     With ``wait_received_lsn`` (the old primary's shutdown checkpoint), first wait until the standby
     has received past it and replayed all it received (:func:`_wait_caught_up`).
+    With ``reference_lsn`` (the end of the old primary's WAL) and ``max_lag_bytes``, refuse when the
+    standby has not replayed more than ``max_lag_bytes`` of it (:func:`_check_reference`).
     Raises :class:`PgError` when it refuses or when the promotion fails or cannot be proved;
-    its ``result`` then says what was done so far.
+    its ``result`` then says what was done so far, and ``promotion_requested`` whether
+    ``pg_promote()`` was called (until then the standby is certainly still a standby).
     """
     if wait_seconds < 1:
         raise PgError("wait_seconds must be at least 1, got %d" % wait_seconds)
     wanted = _check_catchup_options(wait_received_lsn, catchup_timeout, poll_interval)
+    reference = _check_reference_options(reference_lsn, max_lag_bytes)
     state = replication_info(conn)
     timeline = state["timeline"]
     result: Dict[str, Any] = {
@@ -556,6 +640,9 @@ def promote(
         "lsn_at_promotion": None,
         "received_lsn": state["receive_lsn"],
         "catchup_seconds": 0.0,
+        "lag_bytes": None,
+        "unreceived_bytes": None,
+        "promotion_requested": False,
         "actions": [],
     }
 
@@ -600,6 +687,10 @@ def promote(
                 plan.append("wait up to %s s until %s has received past %s and replayed all it received; it has not "
                             "yet: %s" % (_seconds(catchup_timeout), target, wait_received_lsn,
                                          _behind_text(position, wanted, wait_received_lsn)))
+        if reference is not None:
+            with conn.cursor() as cur:
+                _check_reference(cur, target, reference_lsn or "", reference, max_lag_bytes or 0, result)
+            plan.extend(result["actions"])
         plan.append("promote %s (standby on timeline %s, replay LSN %s) with %s" % (target, timeline, state["replay_lsn"], promote_call))
         if wait:
             plan.append("wait until %s leaves recovery and accepts a write (probe in a rolled-back transaction)" % target)
@@ -624,7 +715,12 @@ def promote(
             _wait_caught_up(cur, target, wait_received_lsn or "", wanted, catchup_timeout, poll_interval, result,
                             clock, sleep)
             result["changed"] = True
+        if reference is not None:
+            result["changed"] = bool(done)
+            _check_reference(cur, target, reference_lsn or "", reference, max_lag_bytes or 0, result)
+            result["changed"] = True
         started = clock()
+        result["promotion_requested"] = True
         try:
             cur.execute("SELECT pg_promote(%s, %s)", (wait, wait_seconds))
             finished = cur.fetchone()[0]
@@ -723,6 +819,47 @@ def _check_catchup_options(lsn: Optional[str], timeout: float, interval: float) 
         raise PgError("wait_received_lsn: %s" % exc) from None
 
 
+def _check_reference_options(lsn: Optional[str], max_lag_bytes: Optional[int]) -> Optional[int]:
+    """The byte position of ``reference_lsn`` (None without one), or PgError for bad options."""
+    if (lsn is None) != (max_lag_bytes is None):
+        raise PgError("reference_lsn and max_lag_bytes go together: give both (the end of the old primary's WAL and "
+                      "the bytes of it the standby may lack) or neither")
+    if lsn is None:
+        return None
+    if not isinstance(max_lag_bytes, int) or max_lag_bytes < 0:
+        raise PgError("max_lag_bytes must be a whole number of bytes, 0 or more, got %r" % (max_lag_bytes,))
+    try:
+        return parse_lsn(lsn)
+    except ValueError as exc:
+        raise PgError("reference_lsn: %s" % exc) from None
+
+
+def _check_reference(cur: Any, target: str, lsn: str, reference: int, max_lag_bytes: int,
+                     result: Dict[str, Any]) -> None:
+    """Refuse (PgError) when the standby lacks more than ``max_lag_bytes`` of the WAL up to ``reference``.
+
+    The standby replays everything it received before it is promoted, so what it lacks for good is
+    ``reference - received``; the budget is on ``reference - replayed``, which also counts what is received
+    but not yet replayed (the same measure as against a running primary's current LSN).
+    """
+    received, received_bytes, replayed, replayed_bytes, _recovery = _catchup_position(cur)
+    result["received_lsn"] = received
+    have = max(position for position in (received_bytes, replayed_bytes, 0) if position is not None)
+    lag = max(0, reference - (replayed_bytes or 0))
+    unreceived = max(0, reference - have)
+    result.update(lag_bytes=lag, unreceived_bytes=unreceived)
+    text = ("has received WAL up to %s and replayed up to %s: %d bytes behind the old primary's WAL end %s, "
+            "%d of them never received" % (received, replayed, lag, lsn, unreceived))
+    if lag > max_lag_bytes:
+        raise PgError(
+            "refusing to promote %s: it %s, more than max_lag_bytes=%d (over by %d); promoting it would lose the "
+            "transactions in the WAL it never received. Nothing was promoted. Bring the old primary back if you "
+            "can (its WAL is intact), or accept the loss by promoting without reference_lsn (the pg_failover role: "
+            "pg_failover_force=true)." % (target, text, max_lag_bytes, lag - max_lag_bytes),
+            **result)
+    result["actions"].append("%s %s, within max_lag_bytes=%d" % (target, text, max_lag_bytes))
+
+
 def _catchup_position(cur: Any) -> Position:
     received, received_bytes, replayed, replayed_bytes, recovery = _one(cur, _CATCHUP_SQL)
     return received, _int(received_bytes), replayed, _int(replayed_bytes), recovery
@@ -791,6 +928,7 @@ def run_promote(params: Mapping[str, Any], check_mode: bool, application_name: s
     catchup_timeout = 15 if params.get("catchup_timeout") is None else params["catchup_timeout"]
     poll_interval = POLL_S if params.get("poll_interval") is None else params["poll_interval"]
     _check_catchup_options(params.get("wait_received_lsn"), catchup_timeout, poll_interval)  # before connecting
+    _check_reference_options(params.get("reference_lsn"), params.get("max_lag_bytes"))
     conn = connect(opts, application_name)
     try:
         return promote(
@@ -804,6 +942,8 @@ def run_promote(params: Mapping[str, Any], check_mode: bool, application_name: s
             wait_received_lsn=params.get("wait_received_lsn"),
             catchup_timeout=catchup_timeout,
             poll_interval=poll_interval,
+            reference_lsn=params.get("reference_lsn"),
+            max_lag_bytes=params.get("max_lag_bytes"),
             check_mode=check_mode,
         )
     except PgError as exc:

@@ -38,13 +38,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ansible_collections.akig.runbooks.plugins.module_utils.procfs import pid_exists, runuser_prefix
+
 STATES = ("started", "stopped", "restarted", "reloaded", "absent")
 STABLE_S = 1.0
 POLL_S = 0.25
 MEMORY_RE = re.compile(r"^\s*(\d+)\s*([KMG]?)\s*$", re.IGNORECASE)
 MEMORY_UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-RUNUSER_CANDIDATES = ("/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser", "/bin/runuser")
 START_CONFIG_NAME = "akig-pm2-start.config.js"
 OUTPUT_TAIL = 800
 
@@ -642,10 +643,10 @@ def resolve_identity(user: Optional[str], euid: Optional[int] = None) -> Identit
         raise Pm2Error(
             "running pm2 as user '%s' needs root, but the module runs as '%s'; add become: true to the task or "
             "connect as '%s'" % (user, current.pw_name, user))
-    runuser = next((path for path in RUNUSER_CANDIDATES if os.access(path, os.X_OK)), None) or shutil.which("runuser")
-    if not runuser:
+    prefix = runuser_prefix(entry.pw_name)
+    if not prefix:
         raise Pm2Error("runuser (util-linux) not found, so pm2 cannot be run as user '%s'; install util-linux" % user)
-    return Identity(entry.pw_name, entry.pw_dir, [runuser, "-u", entry.pw_name, "--"])
+    return Identity(entry.pw_name, entry.pw_dir, prefix)
 
 
 class Pm2Client:
@@ -700,15 +701,7 @@ class Pm2Client:
             return False
         except (OSError, ValueError):
             return os.path.exists(os.path.join(self.home, "rpc.sock"))
-        if pid <= 0:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid > 0 and pid_exists(pid)
 
     def jlist(self) -> List[Dict[str, Any]]:
         return parse_jlist(self.run(["jlist"]).stdout)

@@ -23,6 +23,8 @@ from urllib.parse import quote, urlencode
 
 from ansible.module_utils.urls import open_url
 
+from ansible_collections.akig.runbooks.plugins.module_utils.redact import Redactor
+
 __all__ = [
     "METADATA_MARKER",
     "STATES",
@@ -39,7 +41,6 @@ STATES = ("present", "resolved", "commented")
 SEVERITIES = ("P1", "P2", "P3")
 METADATA_MARKER = "-- akig.runbooks incident metadata --"
 MAX_ERROR_CHARS = 300
-REDACTED = "[REDACTED]"
 
 Opener = Callable[..., Any]
 
@@ -120,15 +121,13 @@ class TicketClient:
             raise TicketInputError("api_token is empty; set akig_ticket_api_token")
         self.base_url = base_url.rstrip("/")
         self._token = api_token
+        self._redact = Redactor([api_token], min_length=4)
         self.timeout = timeout
         self.validate_certs = validate_certs
         self._opener = opener
 
     def __repr__(self) -> str:
         return f"TicketClient({self.base_url!r}, <token redacted>)"
-
-    def _redact(self, text: str) -> str:
-        return text.replace(self._token, REDACTED) if len(self._token) >= 4 else text
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}

@@ -336,12 +336,8 @@ waited_s:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.akig.runbooks.plugins.module_utils.incident_lock import (
-    HAS_REDIS,
-    REDIS_IMPORT_ERROR,
-    LockError,
-    run,
-)
+from ansible_collections.akig.runbooks.plugins.module_utils.incident_lock import LockError, run
+from ansible_collections.akig.runbooks.plugins.module_utils.incident_lock_redis import HAS_REDIS, REDIS_IMPORT_ERROR
 
 ARGUMENT_SPEC = dict(
     state=dict(type="str", default="acquired", choices=["acquired", "refreshed", "released", "absent", "query"]),

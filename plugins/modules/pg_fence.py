@@ -34,6 +34,7 @@ description:
     of a primary that checkpoint is the shutdown checkpoint; pass RV(checkpoint_lsn) to
     M(akig.runbooks.pg_promote) as O(akig.runbooks.pg_promote#module:wait_received_lsn) so the standby is promoted
     only once it has received it (nothing the old primary acknowledged is lost).
+  - With O(state=unfenced) it only removes C(standby.signal) (the way back of a failover that promoted nothing).
   - Every input is checked before anything is changed; a failure message says what is wrong and what to do.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
@@ -103,8 +104,11 @@ options:
       - V(fenced) stops the server and makes sure C(standby.signal) exists and C(postgresql.auto.conf) sets
         O(primary_conninfo) and O(primary_slot_name).
       - V(stopped) only makes sure the server is stopped; the files are not touched.
+      - V(unfenced) is the way back of a failover that promoted nothing. It removes C(standby.signal), so the next
+        start brings the server up as a primary again. It neither stops nor starts the server and leaves
+        C(postgresql.auto.conf) alone (C(primary_conninfo) is ignored by a primary).
     type: str
-    choices: [fenced, stopped]
+    choices: [fenced, stopped, unfenced]
     default: fenced
   primary_conninfo:
     description:
@@ -124,6 +128,9 @@ options:
         C(primary_slot_name) line is left alone.
     type: str
 notes:
+  - For a stopped server the task also finds the end of its WAL (RV(wal_end_lsn)) with C(pg_waldump) (in
+    O(bin_dir)), reading the records from the latest checkpoint on. After a crash, an immediate shutdown or a kill
+    this is what the old primary wrote; a standby that has received less than that lacks the difference for good.
   - RV(stopped_cleanly) is the one value that says whether a zero-loss hand-over is possible; see its description.
   - The SIGKILL step kills the processes of the server, never guessed ones; the postmaster pid is checked against
     C(/proc/PID/cwd) (it runs in its data directory) first.
@@ -246,6 +253,25 @@ timeline:
   returned: always
   type: int
   sample: 1
+system_identifier:
+  description:
+    - C(Database system identifier) of C(pg_controldata), the same on a primary and every standby cloned from it
+      (C(pg_control_system()) over SQL).
+  returned: always
+  type: str
+  sample: "7713955421543448012"
+wal_end_lsn:
+  description:
+    - When the server is stopped after the task (in check mode, before it), the end of the valid WAL in its
+      C(pg_wal) found with C(pg_waldump) from the latest checkpoint on (the position right after the last record,
+      on the checkpoint's timeline); V(null) while the server runs, or when it cannot be found (the reason is in
+      RV(actions)).
+    - After a crash, an immediate shutdown or a kill, pass it to M(akig.runbooks.pg_promote) as
+      O(akig.runbooks.pg_promote#module:reference_lsn), so a standby that never received part of it is not promoted
+      beyond the RPO budget.
+  returned: always
+  type: str
+  sample: 0/30001C0
 actions:
   description: What the task did, or in check mode would do, in plain sentences.
   returned: always

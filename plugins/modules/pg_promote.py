@@ -31,6 +31,7 @@ description:
     does that around it.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - akig.runbooks.postgres
 attributes:
   check_mode:
     support: full
@@ -45,35 +46,6 @@ attributes:
 requirements:
   - psycopg2
 options:
-  login_host:
-    description:
-      - Host name or IP address of the standby to promote.
-    type: str
-    required: true
-  login_port:
-    description:
-      - TCP port of the standby.
-    type: int
-    default: 5432
-  login_user:
-    description:
-      - Role to log in as. It must be a superuser or have been granted C(EXECUTE) on C(pg_promote()).
-    type: str
-    default: postgres
-  login_password:
-    description:
-      - Password of O(login_user). Never returned or logged.
-    type: str
-  login_db:
-    description:
-      - Database to connect to (the write probe creates its temporary table there and rolls it back).
-    type: str
-    default: postgres
-  connect_timeout:
-    description:
-      - Seconds to wait for the connection (libpq waits at least 2). Any connection failure fails the task.
-    type: int
-    default: 3
   wait:
     description:
       - Wait for the promotion to finish, prove the node writable, run the checkpoint and check the
@@ -131,8 +103,26 @@ options:
         between two checks whether the promoted node accepts writes. More than 0, at most 60.
     type: float
     default: 0.1
+  reference_lsn:
+    description:
+      - The end of the old primary's WAL after it stopped without a clean shutdown (a crash, an immediate
+        shutdown, SIGKILL), RV(akig.runbooks.pg_fence#module:wal_end_lsn). Requires O(max_lag_bytes).
+      - Just before promoting, the task compares it with the standby's WAL positions and refuses, promoting
+        nothing, when the standby has replayed less than O(reference_lsn) minus O(max_lag_bytes), because the WAL
+        it never received would be lost for good. RV(lag_bytes) and RV(unreceived_bytes) say by how much.
+      - Ignored when the node is already a primary. In check mode the comparison is made and a refusal fails
+        the task as well.
+    type: str
+  max_lag_bytes:
+    description:
+      - Bytes of the WAL up to O(reference_lsn) the standby may lack (not replayed yet, or never received).
+        0 or more. Requires O(reference_lsn).
+    type: int
 notes:
   - Needs PostgreSQL 12 or later (C(pg_promote()) appeared in 12).
+  - O(login_host) is the standby to promote. O(login_user) must be a superuser or have been granted C(EXECUTE) on
+    C(pg_promote()). The write probe creates its temporary table in O(login_db) and rolls it back.
+  - Any connection failure fails the task.
   - A failure message names the node, the cause and what to do next; it never contains the password.
   - A C(statement_timeout) set for the role or database does not apply; the task sets it to 0 for its session.
   - When C(pg_promote()) reports that the promotion did not finish in O(wait_seconds), the server may
@@ -243,6 +233,28 @@ catchup_seconds:
   returned: always
   type: float
   sample: 0.204
+lag_bytes:
+  description:
+    - With O(reference_lsn), the bytes of the old primary's WAL up to it the standby had not replayed right before
+      the promotion (received but not replayed, or never received); else V(null).
+  returned: always
+  type: int
+  sample: 0
+unreceived_bytes:
+  description:
+    - With O(reference_lsn), the bytes of the old primary's WAL up to it the standby never received (lost for good
+      once it is promoted); else V(null).
+  returned: always
+  type: int
+  sample: 0
+promotion_requested:
+  description:
+    - Whether the task called C(pg_promote()). V(false) after a refusal or a failed catch-up, so the node is
+      certainly still a standby (and the old primary can safely be brought back); V(true) after a failure past
+      that point, when the node may still finish promoting.
+  returned: always
+  type: bool
+  sample: true
 error_kind:
   description: Short class of the connection problem when the task failed to connect (V(auth), V(refused) ...).
   returned: failure
@@ -252,20 +264,13 @@ error_kind:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.akig.runbooks.plugins.module_utils.pg_replication import (
-    HAS_PSYCOPG2,
-    PSYCOPG2_IMPORT_ERROR,
-    PgError,
-    run_promote,
-)
+from ansible_collections.akig.runbooks.plugins.module_utils.pg_replication import HAS_PSYCOPG2, PSYCOPG2_IMPORT_ERROR, PgError, run_promote
+from ansible_collections.akig.runbooks.plugins.module_utils.postgres import postgres_common_argument_spec
 
-ARGUMENT_SPEC = dict(
-    login_host=dict(type="str", required=True),
-    login_port=dict(type="int", default=5432),
-    login_user=dict(type="str", default="postgres"),
-    login_password=dict(type="str", no_log=True),
-    login_db=dict(type="str", default="postgres"),
-    connect_timeout=dict(type="int", default=3),
+ARGUMENT_SPEC = postgres_common_argument_spec()
+ARGUMENT_SPEC.update(
+    reference_lsn=dict(type="str"),
+    max_lag_bytes=dict(type="int"),
     wait=dict(type="bool", default=True),
     wait_seconds=dict(type="int", default=30),
     checkpoint=dict(type="bool", default=True),
@@ -278,7 +283,8 @@ ARGUMENT_SPEC = dict(
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
+                           required_together=[("reference_lsn", "max_lag_bytes")])
     if not HAS_PSYCOPG2:
         module.fail_json(msg=missing_required_lib("psycopg2"), exception=PSYCOPG2_IMPORT_ERROR)
     try:

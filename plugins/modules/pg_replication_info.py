@@ -27,6 +27,7 @@ description:
     and C(pg_control_recovery().min_recovery_end_timeline).
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - akig.runbooks.postgres
 attributes:
   check_mode:
     support: full
@@ -38,44 +39,30 @@ attributes:
 requirements:
   - psycopg2
 options:
-  login_host:
-    description:
-      - Host name or IP address of the PostgreSQL node to look at.
-    type: str
-    required: true
-  login_port:
-    description:
-      - TCP port of the node.
-    type: int
-    default: 5432
-  login_user:
-    description:
-      - Role to log in as. A superuser or a member of C(pg_monitor) sees every value; other roles may
-        see V(null) for the timeline, the WAL receiver and the replicas' addresses.
-    type: str
-    default: postgres
-  login_password:
-    description:
-      - Password of O(login_user). Never returned or logged.
-    type: str
-  login_db:
-    description:
-      - Database to connect to.
-    type: str
-    default: postgres
-  connect_timeout:
-    description:
-      - Seconds to wait for the connection before the node counts as unreachable (libpq waits at least 2).
-    type: int
-    default: 3
   primary_lsn:
     description:
       - WAL position of the primary, as C(X/Y) (for example the RV(current_lsn) it reported last, when it
         can no longer be asked). On a standby RV(lag_bytes) is then this LSN minus the replay LSN
         instead of the receive LSN minus the replay LSN.
     type: str
+  attempts:
+    description:
+      - Probe the node up to this many times, O(attempt_interval) seconds apart, stopping at the first probe that
+        finds it accepting writes. RV(state) is the best state seen, so a node is V(down) only when every probe
+        found it down; the other values are those of the probe that saw that state (the latest of equals).
+      - A runbook uses several probes before it restarts a server, so one refused or slow connection, a server
+        out of connection slots or one still replaying its WAL does not count as down. From 1 to 100.
+    type: int
+    default: 1
+  attempt_interval:
+    description:
+      - Seconds between two probes when O(attempts) is more than 1. From 0 to 60.
+    type: float
+    default: 1.0
 notes:
   - Needs PostgreSQL 12 or later.
+  - O(login_user) sees every value as a superuser or a member of C(pg_monitor); other roles may see V(null) for
+    the timeline, the WAL receiver and the replicas' addresses.
   - LSNs are returned as PostgreSQL writes them (C(X/Y), hex) and, in the matching C(*_bytes) value, as
     the integer byte position C(pg_wal_lsn_diff(lsn, '0/0')), which templates can compare and subtract.
   - A failure message names the node and the cause; it never contains the password.
@@ -225,6 +212,23 @@ wal_receiver:
       description: Replication slot it uses on the primary.
       type: str
       sample: db_2_slot
+    connected:
+      description:
+        - Whether the receiver is connected to its upstream and streaming. V(false) when no receiver runs (the
+          upstream is down, or C(primary_conninfo) is empty) and while it is still connecting (PostgreSQL 15
+          shows a connecting receiver as V(streaming) without a sender).
+      type: bool
+      sample: true
+    last_msg_receipt_time:
+      description:
+        - When the receiver last received a message (WAL or keepalive) from its upstream, UTC ISO 8601; V(null)
+          when no receiver runs. Once the receiver stops (the upstream crashed) PostgreSQL forgets it.
+      type: str
+      sample: "2026-11-27T14:23:00.123Z"
+    last_msg_receipt_age_s:
+      description: Seconds since RV(wal_receiver.last_msg_receipt_time), measured by the node's own clock; V(null) without a receiver.
+      type: float
+      sample: 0.4
 replicas:
   description: On a primary, one entry per row of C(pg_stat_replication); empty on a standby.
   returned: always
@@ -279,6 +283,9 @@ replicas:
     replay_lag:
       description: C(replay_lag) in seconds, or V(null).
       type: float
+    slot_name:
+      description: The replication slot the replica streams through (C(pg_replication_slots.active_pid)), or V(null).
+      type: str
   sample:
     - application_name: db-2
       client_addr: 127.0.0.12
@@ -296,6 +303,7 @@ replicas:
       write_lag: 0.001
       flush_lag: 0.002
       replay_lag: 0.002
+      slot_name: db_2_slot
 slots:
   description: The node's replication slots (C(pg_replication_slots)).
   returned: always
@@ -323,6 +331,29 @@ slots:
       active: true
       restart_lsn: 0/3000148
       restart_lsn_bytes: 50331976
+system_identifier:
+  description:
+    - C(pg_control_system().system_identifier) as a string, the same on a primary and every standby cloned from
+      it (C(Database system identifier) of C(pg_controldata)); V(null) when the login role may not read it.
+  returned: always
+  type: str
+  sample: "7713955421543448012"
+state:
+  description:
+    - What the probes found, from worst to best; V(down) (no PostgreSQL answering - refused, timed out, no route,
+      connection closed), V(refusing) (answers but refuses writes or sessions - read-only, shutting down),
+      V(overloaded) (no free connection slot), V(in_recovery) (a standby, or a server starting up or replaying
+      its WAL after a crash), V(up) (accepts writes).
+    - Only V(down) calls for a restart of the server.
+  returned: always
+  type: str
+  sample: up
+probes:
+  description: The RV(state) of each probe, in order (one entry with O(attempts=1)).
+  returned: always
+  type: list
+  elements: str
+  sample: [down, down, up]
 accepts_writes:
   description:
     - V(true) when the node is not in recovery and neither C(transaction_read_only) nor
@@ -348,21 +379,14 @@ connections:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.akig.runbooks.plugins.module_utils.pg_replication import (
-    HAS_PSYCOPG2,
-    PSYCOPG2_IMPORT_ERROR,
-    PgError,
-    run_info,
-)
+from ansible_collections.akig.runbooks.plugins.module_utils.pg_replication import HAS_PSYCOPG2, PSYCOPG2_IMPORT_ERROR, PgError, run_info
+from ansible_collections.akig.runbooks.plugins.module_utils.postgres import postgres_common_argument_spec
 
-ARGUMENT_SPEC = dict(
-    login_host=dict(type="str", required=True),
-    login_port=dict(type="int", default=5432),
-    login_user=dict(type="str", default="postgres"),
-    login_password=dict(type="str", no_log=True),
-    login_db=dict(type="str", default="postgres"),
-    connect_timeout=dict(type="int", default=3),
+ARGUMENT_SPEC = postgres_common_argument_spec()
+ARGUMENT_SPEC.update(
     primary_lsn=dict(type="str"),
+    attempts=dict(type="int", default=1),
+    attempt_interval=dict(type="float", default=1.0),
 )
 
 

@@ -153,8 +153,14 @@ def ansible_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess[s
     """Run a playbook of the collection against the lab inventory, the timeline in the lab's incident folder."""
     env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
            "AKIG_TIMELINE_DIR": str(STATE / "incidents")}
-    return subprocess.run([str(REPO / ".venv" / "bin" / "ansible-playbook"), playbook, *args], cwd=REPO, env=env,
+    proc = subprocess.run([str(REPO / ".venv" / "bin" / "ansible-playbook"), playbook, *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600, check=False)
+    # a deprecation today is an error in a later ansible-core: the suite fails on any
+    for stream in (proc.stdout, proc.stderr):
+        assert "[DEPRECATION WARNING]" not in stream, (
+            "ansible printed a deprecation warning: fix it before it becomes an error\n"
+            + "\n".join(line for line in stream.splitlines() if "DEPRECATION" in line))
+    return proc
 
 
 def ledger(service: str | None = None) -> list[dict[str, Any]]:

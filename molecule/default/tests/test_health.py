@@ -34,6 +34,9 @@ def test_pm2_runs_the_backend_in_cluster_mode(host) -> None:
 def test_the_replica_is_in_recovery(host) -> None:
     if host.backend.get_hostname() != "db-2":
         pytest.skip("db-2 only")
-    assert host.socket("tcp://127.0.0.12:5432").is_listening
-    data = STATE / "db-2" / "data"
-    assert host.file(f"{data}/standby.signal").exists
+    # ask PostgreSQL itself (peer authentication on db-2's own socket, no password): in recovery, and
+    # streaming from the primary
+    out = host.check_output(
+        f"runuser -u postgres -- psql -h {STATE / 'db-2' / 'run'} -p 5432 -d postgres -At "
+        "-c 'SELECT pg_is_in_recovery(), status FROM pg_stat_wal_receiver'")
+    assert out == "t|streaming"

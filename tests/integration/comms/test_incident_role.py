@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from comms_helpers import SECRETS, Emulator, Runner
-from comms_helpers import emu, emulator, run_playbook  # noqa: F401  # pylint: disable=unused-import  # the fixtures
+from comms_helpers import emu, emulator, emulator_credentials, run_playbook  # noqa: F401  # pylint: disable=unused-import  # the fixtures
 
 PLAYBOOK = Path(__file__).with_name("incident_role.yml")
 

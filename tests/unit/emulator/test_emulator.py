@@ -1014,6 +1014,7 @@ def test_non_loopback_host_refused(
     assert "loopback" in capsys.readouterr().err
 
 
+@pytest.mark.process  # the emulator's command line, as a process
 def test_cli_serves_and_stops_on_sigterm(tmp_path: Path, creds_file: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, str(EMULATOR_PATH), *cli_args(tmp_path / "state", creds_file)],

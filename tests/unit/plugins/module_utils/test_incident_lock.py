@@ -2,9 +2,10 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Tests for plugins/module_utils/incident_lock.py against a real Redis and real files.
 
-No store is mocked: a session fixture starts its own ``redis-server`` on
-127.0.0.1 (a free port in 56300-56399, a random password, no persistence) and
-stops it at the end; the file backend works in ``tmp_path``.  Only the clock,
+No store is mocked: the session fixture ``redis_server`` (tests/support/redis_server.py)
+starts its own ``redis-server`` on 127.0.0.1 (a free port in 56300-56399, a random
+password, no persistence) and stops it at the end (the tests that use it are marked
+``process``); the file backend works in ``tmp_path``.  Only the clock,
 the pid-liveness check, the hostname and the holder pid are injected.
 
 Needs ``/work/main/.collections`` (the directory holding
@@ -16,9 +17,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import random
 import secrets
-import shutil
 import socket
 import subprocess
 import threading
@@ -26,17 +25,13 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import pytest
-import redis
 from ansible_collections.akig.runbooks.plugins.module_utils import incident_lock as il
-from ansible_collections.akig.runbooks.plugins.module_utils.incident_lock import (
-    FileLockStore,
-    LockError,
-    RedisLockStore,
-    Runtime,
-)
+from ansible_collections.akig.runbooks.plugins.module_utils.incident_lock import LockError, Runtime
+from ansible_collections.akig.runbooks.plugins.module_utils.incident_lock_file import FileLockStore
+from ansible_collections.akig.runbooks.plugins.module_utils.incident_lock_redis import RedisLockStore
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -44,76 +39,6 @@ T0 = datetime(2026, 11, 27, 14, 23, 0, tzinfo=timezone.utc)
 HOST = "ctl-test"
 OTHER_HOST = "ctl-other"
 HOLDER_PID = 4242
-REDIS_SERVER = "/usr/bin/redis-server"
-
-
-# --------------------------------------------------------------------------
-# A real Redis for the session
-# --------------------------------------------------------------------------
-
-
-def _redis_server_binary() -> str:
-    found = shutil.which("redis-server") or REDIS_SERVER
-    if not os.access(found, os.X_OK):
-        pytest.fail(
-            "redis-server is not installed (looked on PATH and at %s); the incident lock tests "
-            "need a real Redis: install the Debian package redis-server (scripts/setup.sh does)"
-            % REDIS_SERVER
-        )
-    return found
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Any]]:
-    """Start redis-server on 127.0.0.1:<free port in 56300-56399>; stop it at the end."""
-    binary = _redis_server_binary()
-    workdir = tmp_path_factory.mktemp("redis")
-    password = secrets.token_hex(16)
-    ports = list(range(56300, 56400))
-    random.shuffle(ports)
-    for port in ports:
-        if not _port_is_free(port):
-            continue
-        conf = workdir / ("redis-%d.conf" % port)
-        conf.write_text(
-            "bind 127.0.0.1\nport %d\nsave \"\"\nappendonly no\nrequirepass %s\ndir %s\n"
-            "daemonize no\nlogfile %s\n" % (port, password, workdir, workdir / "redis.log")
-        )
-        conf.chmod(0o600)
-        proc = subprocess.Popen([binary, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=2)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                client.ping()
-                break
-            except redis.RedisError:
-                time.sleep(0.05)
-        else:
-            proc.kill()
-            proc.wait()
-            continue  # lost the port to someone else, or it did not start: try the next one
-        try:
-            yield {"host": "127.0.0.1", "port": port, "password": password, "client": client}
-        finally:
-            client.close()
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return
-    pytest.fail("could not start redis-server on any free port in 56300-56399 of 127.0.0.1")
 
 
 # --------------------------------------------------------------------------
@@ -172,7 +97,7 @@ def _redis_store(server: Dict[str, Any]) -> RedisLockStore:
     return RedisLockStore.connect(host=server["host"], port=server["port"], password=server["password"])
 
 
-@pytest.fixture(params=["redis", "file"])
+@pytest.fixture(params=[pytest.param("redis", marks=pytest.mark.process), "file"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Any]:
     """A factory of independent store instances (own connection / own file handles)."""
     if request.param == "redis":
@@ -411,6 +336,7 @@ def _contend_in_process(spec: Dict[str, Any], env: str, index: int, barrier: Any
         queue.put(("held", exc.result["held_by"]["token"], exc.msg))
 
 
+@pytest.mark.process  # forks four contenders (and redis-server for "redis")
 @pytest.mark.parametrize("backend", ["redis", "file"])
 def test_exactly_one_of_four_processes_wins(backend: str, request: pytest.FixtureRequest, tmp_path: Path, env: str) -> None:
     if backend == "redis":
@@ -771,6 +697,7 @@ def test_file_errors_name_the_directory(tmp_path: Path, env: str) -> None:
         take(FileLockStore(str(blocker)), env)
 
 
+@pytest.mark.process  # starts `true`
 def test_process_alive_tells_live_from_dead_pids() -> None:
     assert il.process_alive(os.getpid()) is True
     child = subprocess.Popen(["true"])

@@ -1,29 +1,22 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""plugins/module_utils/notify.py against a real SaaS emulator (own instance, real HTTP)."""
+"""plugins/module_utils/notify.py against a real SaaS emulator (own instance, real HTTP, served in-process)."""
 
 from __future__ import annotations
 
 import io
 import json
-import queue
 import re
 import socket
-import subprocess
-import sys
-import threading
 import urllib.request
-from collections.abc import Iterator
 from email.message import Message
-from pathlib import Path
 from typing import Any
 from urllib.error import HTTPError
 
 import pytest
 
 from ansible_collections.akig.runbooks.plugins.module_utils import notify as n
+from ansible_collections.akig.runbooks.tests.support.emulator import Emulator
 
-REPO = Path(__file__).resolve().parents[4]
-EMULATOR = REPO / "lab" / "emulator" / "akig_saas_emulator.py"
 CREDS = {
     "twilio_account_sid": "ACunit0123456789abcdef",
     "twilio_auth_token": "twilio-token-CANARY-5d1e",
@@ -40,67 +33,10 @@ SECRETS = [
 ONCALL = "+33600000000"
 
 
-class Emulator:
-    """A private akig_saas_emulator process; control API helpers."""
-
-    def __init__(self, tmp: Path) -> None:
-        creds = tmp / "creds.json"
-        creds.write_text(json.dumps(CREDS))
-        creds.chmod(0o600)
-        self.proc = subprocess.Popen(
-            [sys.executable, str(EMULATOR), "--host", "127.0.0.1", "--port", "0",
-             "--state-dir", str(tmp / "state"), "--credentials-file", str(creds)],
-            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-        )
-        lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(line) for line in self.proc.stderr], daemon=True).start()
-        while True:
-            line = lines.get(timeout=10)
-            found = re.search(r"listening on (http://[\d.]+:\d+)", line)
-            if found:
-                self.url = found.group(1)
-                break
-
-    def call(self, path: str, body: Any = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method="POST" if data else "GET",
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return json.loads(resp.read())
-
-    def reset(self) -> None:
-        self.call("/_emulator/reset", {})
-
-    def mode(self, service: str, mode: str, delay_s: float | None = None) -> None:
-        body: dict[str, Any] = {"service": service, "mode": mode}
-        if delay_s is not None:
-            body["delay_s"] = delay_s
-        self.call("/_emulator/mode", body)
-
-    def ledger(self, query: str = "") -> list[dict[str, Any]]:
-        return self.call("/_emulator/ledger" + query)["entries"]
-
-    def rejections(self, query: str = "") -> list[dict[str, Any]]:
-        return self.call("/_emulator/rejections" + query)["entries"]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    emu = Emulator(tmp_path_factory.mktemp("saas"))
-    try:
-        yield emu
-    finally:
-        emu.stop()
-
-
-@pytest.fixture
-def emu(emulator: Emulator) -> Emulator:
-    emulator.reset()
-    return emulator
+def emulator_credentials() -> dict[str, str]:
+    """The shared emulator fixture (tests/support/emulator.py) accepts this file's canary credentials."""
+    return CREDS
 
 
 def providers(emu: Emulator, **overrides: Any) -> n.Providers:

@@ -2,10 +2,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Tests for plugins/module_utils/pg_replication.py against a real PostgreSQL 15 cluster.
 
-Nothing is mocked: ``tests/unit/pg_cluster.py`` builds a primary (127.0.0.91:55491)
+Nothing is mocked: ``tests/support/pg_cluster.py`` builds a primary (127.0.0.91:55491)
 with two streaming standbys (127.0.0.92:55492 and the spare 127.0.0.93:55493) once per
-session.  Tests that pause replay on the standby resume it before they return; tests that
-promote use the spare, which :meth:`PgCluster.fresh_spare` clones again when needed.
+session (the ``cluster`` fixture; the tests that use it are marked ``process``).  Tests that
+pause replay on the standby resume it before they return; tests that promote use the spare,
+which :meth:`PgCluster.fresh_spare` clones again when needed.
 
 Needs ``/work/main/.collections`` (the directory holding
 ``ansible_collections/akig/runbooks``) on ``sys.path``.
@@ -24,18 +25,11 @@ from ansible_collections.akig.runbooks.plugins.module_utils.pg_replication impor
     PgConnectError,
     PgError,
 )
-from ansible_collections.akig.runbooks.tests.unit import pg_cluster
-from ansible_collections.akig.runbooks.tests.unit.pg_cluster import PRIMARY, SPARE, STANDBY, Node, PgCluster
+from ansible_collections.akig.runbooks.tests.support.pg_cluster import PRIMARY, SPARE, STANDBY, Node, PgCluster
 from hypothesis import given
 from hypothesis import strategies as st
 
 LSN = re.compile(r"^[0-9A-F]{1,8}/[0-9A-F]{1,8}$")
-
-
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[PgCluster]:
-    yield pg_cluster.acquire()
-    pg_cluster.release()
 
 
 def params(cluster: PgCluster, node: Node, **extra: Any) -> Dict[str, Any]:
@@ -184,7 +178,7 @@ def test_connection_options_are_validated(change: Dict[str, Any], message: str) 
 
 def test_mask_hides_the_password_only() -> None:
     opts = ConnectionOptions("db", password="s3cret-pw")
-    assert opts.mask("bad s3cret-pw here") == "bad ******** here"
+    assert opts.mask("bad s3cret-pw here") == "bad [REDACTED] here"
     assert ConnectionOptions("db").mask("nothing to hide") == "nothing to hide"
 
 
@@ -201,7 +195,8 @@ def test_primary_reports_role_lsn_replicas_and_slots(cluster: PgCluster) -> None
     assert LSN.match(info["current_lsn"]) and info["current_lsn_bytes"] == pr.parse_lsn(info["current_lsn"])
     assert info["receive_lsn"] is None and info["replay_lsn"] is None and info["lag_bytes"] is None
     assert info["accepts_writes"] is True
-    assert info["wal_receiver"] == {"status": None, "sender_host": None, "sender_port": None, "slot_name": None}
+    assert info["wal_receiver"] == {"status": None, "sender_host": None, "sender_port": None, "slot_name": None,
+                                    "connected": False, "last_msg_receipt_time": None, "last_msg_receipt_age_s": None}
     assert info["connections"]["max"] == 30 and 1 <= info["connections"]["total"] <= 30
 
     replicas = {row["application_name"]: row for row in info["replicas"]}
@@ -226,8 +221,10 @@ def test_caught_up_standby_reports_zero_lag_and_its_wal_receiver(cluster: PgClus
     assert info["lag_bytes"] == 0 and info["lag_seconds"] == 0
     assert info["current_lsn"] is None and info["replicas"] == []
     assert info["accepts_writes"] is False
-    assert info["wal_receiver"] == {"status": "streaming", "sender_host": PRIMARY.host, "sender_port": PRIMARY.port,
-                                    "slot_name": STANDBY.slot}
+    receiver = dict(info["wal_receiver"])
+    assert 0 <= receiver.pop("last_msg_receipt_age_s") < 120 and receiver.pop("last_msg_receipt_time").endswith("Z")
+    assert receiver == {"status": "streaming", "sender_host": PRIMARY.host, "sender_port": PRIMARY.port,
+                        "slot_name": STANDBY.slot, "connected": True}
     # the same answer when measured against the primary's LSN
     assert caught_up(cluster, STANDBY, primary_lsn=cluster.scalar(PRIMARY, "SELECT pg_current_wal_lsn()::text"))
     # and an old primary LSN never gives a negative lag
@@ -435,7 +432,8 @@ def test_standby_cut_off_from_its_primary_reports_and_promotes(cluster: PgCluste
     cluster.wait_for(lambda: not cluster.query(spare, "SELECT 1 FROM pg_stat_wal_receiver"), "the WAL receiver to stop")
     info = pr.run_info(params(cluster, spare, primary_lsn=primary_lsn))
     assert (info["reachable"], info["role"], info["timeline"]) == (True, "standby", 1)
-    assert info["wal_receiver"] == {"status": None, "sender_host": None, "sender_port": None, "slot_name": None}
+    assert info["wal_receiver"] == {"status": None, "sender_host": None, "sender_port": None, "slot_name": None,
+                                    "connected": False, "last_msg_receipt_time": None, "last_msg_receipt_age_s": None}
     assert info["replay_lsn_bytes"] >= pr.parse_lsn(primary_lsn) and info["lag_bytes"] == 0 and info["lag_seconds"] == 0
     result = pr.run_promote(promote_params(cluster, spare), check_mode=False)
     assert (result["changed"], result["timeline_before"], result["timeline_after"]) == (True, 1, 2)

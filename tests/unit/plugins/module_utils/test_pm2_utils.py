@@ -375,6 +375,7 @@ def test_client_passes_env_only_to_commands_that_start_apps(monkeypatch: pytest.
     assert client.command_env(with_env=True)["TOKEN"] == "hush"
 
 
+@pytest.mark.process  # runs `false` and `sleep`
 def test_client_reports_failures_and_hangs(tmp_path: Path) -> None:
     me = resolve_identity(None)
     failing = Pm2Client(shutil.which("false") or "/bin/false", str(tmp_path), me)
@@ -386,6 +387,7 @@ def test_client_reports_failures_and_hangs(tmp_path: Path) -> None:
         hanging.run(["5"])
 
 
+@pytest.mark.process  # a short-lived python3 gives a dead pid
 def test_daemon_running_reads_the_pid_file_without_starting_anything(tmp_path: Path) -> None:
     client = Pm2Client("/nonexistent/pm2", str(tmp_path), resolve_identity(None))
     assert client.daemon_running() is False
@@ -414,6 +416,7 @@ def load_start_config(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
                           text=True, timeout=30, check=False)
 
 
+@pytest.mark.process  # node loads the ecosystem file
 @pytest.mark.skipif(not shutil.which("node"), reason="needs Node.js (scripts/setup.sh installs it)")
 def test_start_config_loads_the_app_from_the_ecosystem_with_overrides(tmp_path: Path) -> None:
     text = start_config("akig-test-cluster", str(FIXTURES / "ecosystem.config.js"), None, {"instances": 3, "max_memory_restart": "600M"})

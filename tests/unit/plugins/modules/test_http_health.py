@@ -222,6 +222,7 @@ def test_headers_reach_the_server_but_not_the_output(server: Server) -> None:
     assert server.auth[-1] == TOKEN and TOKEN not in json.dumps(shared)
 
 
+@pytest.mark.process  # ansible-doc
 def test_ansible_doc_renders(tmp_path: Path) -> None:
     (tmp_path / "ansible.cfg").write_text("[defaults]\n")
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".collections"), ANSIBLE_CONFIG=str(tmp_path / "ansible.cfg"),

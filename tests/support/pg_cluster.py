@@ -15,9 +15,11 @@ Everything lives in one ``/tmp/akig-pgtest-*`` directory owned by the OS user
 sockets inside it.  TCP uses SCRAM; the superuser ``postgres`` and the role
 ``replicator`` get random passwords that are never written to the test output.
 
-Both pg test files share one cluster per pytest session: :func:`acquire` builds it
-on first use and :func:`release` stops the servers and deletes the directory when
-the last user is done (an ``atexit`` hook does the same if a run is interrupted).
+The pg tests share one cluster per pytest session through the ``cluster`` fixture
+(exposed by the conftest.py of tests/unit and tests/integration; the tests that use it
+are marked ``process``, see processes.py): :func:`acquire` builds it on first use and
+:func:`release` stops the servers and deletes the directory when the last user is done
+(an ``atexit`` hook does the same if a run is interrupted).
 A directory left behind by a killed run is found by its prefix, its servers are
 stopped and it is removed before a new cluster is built.
 """
@@ -35,9 +37,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import psycopg2
+import pytest
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 OS_USER = "postgres"
@@ -366,3 +369,10 @@ def _destroy_at_exit() -> None:
     if _shared["cluster"] is not None:
         _shared["cluster"].destroy()
         _shared["cluster"] = None
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[PgCluster]:
+    """The session's test cluster (see the module docstring)."""
+    yield acquire()
+    release()

@@ -3,11 +3,11 @@
 """Run the real akig.runbooks.incident_lock module (and role) through ansible.
 
 Every test drives ``ansible localhost -m akig.runbooks.incident_lock`` or
-``ansible-playbook`` as a subprocess against a redis-server this file starts
+``ansible-playbook`` as a subprocess against the shared redis-server of tests/support
 (127.0.0.1, a free port in 56300-56399, a random password, no persistence) or
-against lock files in ``tmp_path``.  The runs use their own empty ansible.cfg,
-so the repository's ansible.cfg (callbacks, inventory) is not involved, and the
-venv's Python as module interpreter.  The Redis password reaches the module
+against lock files in ``tmp_path``.  The runs (tests/support/ansible.py) use their own
+empty ansible.cfg, so the repository's ansible.cfg (callbacks, inventory) is not involved,
+and the venv's Python as module interpreter.  The Redis password reaches the module
 through an environment lookup, the way a vault variable would; no output of any
 run may contain it.
 
@@ -18,100 +18,27 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
 import textwrap
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
 import pytest
-import redis
-from ansible_collections.akig.runbooks.plugins.module_utils.incident_lock import (
-    RedisLockStore,
-    Runtime,
-    acquire,
-)
+from ansible_collections.akig.runbooks.plugins.module_utils.incident_lock import Runtime, acquire
+from ansible_collections.akig.runbooks.plugins.module_utils.incident_lock_redis import RedisLockStore
+from ansible_collections.akig.runbooks.tests.support import ansible as support_ansible
+from ansible_collections.akig.runbooks.tests.support.ansible import Run
 
-COLLECTION_ROOT = Path(__file__).resolve().parents[4]
-COLLECTIONS_PATH = COLLECTION_ROOT / ".collections"
 VENV_BIN = Path(sys.executable).parent
 PYTHON = Path(sys.executable)
-REDIS_SERVER = "/usr/bin/redis-server"
 PASSWORD_ENV = "AKIG_TEST_LOCK_PW"
 HOSTNAME = socket.gethostname()
-RESULT_RE = re.compile(r"^localhost \| (?P<status>[A-Z]+!?) => (?P<json>\{.*)", re.MULTILINE | re.DOTALL)
-
-
-# --------------------------------------------------------------------------
-# A real Redis for the session
-# --------------------------------------------------------------------------
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Any]]:
-    """Start redis-server on 127.0.0.1:<free port in 56300-56399>; stop it at the end."""
-    binary = shutil.which("redis-server") or REDIS_SERVER
-    if not os.access(binary, os.X_OK):
-        pytest.fail(
-            "redis-server is not installed (looked on PATH and at %s); the incident lock module "
-            "tests need a real Redis: install the Debian package redis-server (scripts/setup.sh does)"
-            % REDIS_SERVER
-        )
-    workdir = tmp_path_factory.mktemp("redis-module")
-    password = secrets.token_hex(16)
-    ports = list(range(56300, 56400))
-    random.shuffle(ports)
-    for port in ports:
-        if not _port_is_free(port):
-            continue
-        conf = workdir / ("redis-%d.conf" % port)
-        conf.write_text(
-            "bind 127.0.0.1\nport %d\nsave \"\"\nappendonly no\nrequirepass %s\ndir %s\n"
-            "daemonize no\nlogfile %s\n" % (port, password, workdir, workdir / "redis.log")
-        )
-        conf.chmod(0o600)
-        proc = subprocess.Popen([binary, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=2)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                client.ping()
-                break
-            except redis.RedisError:
-                time.sleep(0.05)
-        else:
-            proc.kill()
-            proc.wait()
-            continue  # lost the port to someone else, or it did not start: try the next one
-        try:
-            yield {"host": "127.0.0.1", "port": port, "password": password, "client": client}
-        finally:
-            client.close()
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return
-    pytest.fail("could not start redis-server on any free port in 56300-56399 of 127.0.0.1")
 
 
 # --------------------------------------------------------------------------
@@ -119,74 +46,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str,
 # --------------------------------------------------------------------------
 
 
-@dataclass
-class Run:
-    rc: int
-    stdout: str
-    stderr: str
-    pid: int
-
-    @property
-    def status(self) -> str:
-        match = RESULT_RE.search(self.stdout)
-        assert match, "no ad-hoc result in:\n%s\n%s" % (self.stdout, self.stderr)
-        return match.group("status")
-
-    @property
-    def result(self) -> Dict[str, Any]:
-        match = RESULT_RE.search(self.stdout)
-        assert match, "no ad-hoc result in:\n%s\n%s" % (self.stdout, self.stderr)
-        return json.JSONDecoder().raw_decode(match.group("json"))[0]
-
-
-class Ansible:
-    """Start ansible / ansible-playbook runs with an isolated configuration."""
+class Ansible(support_ansible.Ansible):
+    """The shared runner (tests/support/ansible.py); the Redis password reaches the module through ``PASSWORD_ENV``."""
 
     def __init__(self, workdir: Path, secrets_to_hide: List[str]) -> None:
-        self.workdir = workdir
-        self.secrets = secrets_to_hide
-        (workdir / "ansible.cfg").write_text("[defaults]\nretry_files_enabled = false\n")
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-        self.env.update(
-            ANSIBLE_CONFIG=str(workdir / "ansible.cfg"),
-            ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS_PATH),
-            ANSIBLE_HOME=str(workdir / "ansible-home"),
-            ANSIBLE_LOCAL_TEMP=str(workdir / "ansible-local"),
-            ANSIBLE_REMOTE_TEMP=str(workdir / "ansible-remote"),
-            ANSIBLE_NOCOLOR="1",
-            ANSIBLE_FORCE_COLOR="0",
-            ANSIBLE_LOCALHOST_WARNING="false",
-            ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
-        )
-        self.env[PASSWORD_ENV] = secrets_to_hide[0] if secrets_to_hide else ""
-
-    def start(self, argv: List[str], env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
-        return subprocess.Popen(
-            argv,
-            cwd=str(self.workdir),
-            env=dict(self.env, **(env or {})),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        super().__init__(workdir, secrets_to_hide, env={PASSWORD_ENV: secrets_to_hide[0] if secrets_to_hide else ""})
 
     def start_module(self, args: Dict[str, Any], *flags: str, env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
-        return self.start(
-            [
-                str(VENV_BIN / "ansible"), "localhost",
-                "-m", "akig.runbooks.incident_lock",
-                "-a", json.dumps(args),
-                "-e", "ansible_python_interpreter=%s" % PYTHON,
-                *flags,
-            ],
-            env=env,
-        )
-
-    def finish(self, proc: subprocess.Popen, timeout: float = 60) -> Run:
-        stdout, stderr = proc.communicate(timeout=timeout)
-        for secret in self.secrets:
-            assert secret not in stdout and secret not in stderr, "a secret leaked into the output of %s" % proc.args
-        return Run(proc.returncode, stdout, stderr, proc.pid)
+        return self.start_adhoc("akig.runbooks.incident_lock", args, *flags, env=env)
 
     def module(self, args: Dict[str, Any], *flags: str) -> Run:
         return self.finish(self.start_module(args, *flags))
@@ -414,7 +281,8 @@ def test_file_backend_through_the_module(ansible: Ansible, tmp_path: Path, env: 
     assert stored["token"] == run.result["token"] and stored["pid"] == run.pid
     assert stored["runbook"] == "rb-p3-001-slow-queries" and stored["ttl"] == 60
     # that run's ansible process is gone, so the lock it left behind is stale here
-    from ansible_collections.akig.runbooks.plugins.module_utils.incident_lock import FileLockStore, inspect
+    from ansible_collections.akig.runbooks.plugins.module_utils.incident_lock import inspect
+    from ansible_collections.akig.runbooks.plugins.module_utils.incident_lock_file import FileLockStore
 
     seen = inspect(FileLockStore(str(lock_dir)), env, runtime=Runtime(hostname=HOSTNAME, pid=os.getpid()))
     assert seen["stale"] == "its process (pid %d) no longer runs on %s" % (run.pid, HOSTNAME)

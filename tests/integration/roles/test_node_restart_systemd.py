@@ -8,7 +8,7 @@ processes. A ``systemctl`` wrapper that runs it with ``--root`` set to a private
 PATH for the ansible-playbook subprocess only: the unit file lives in that tree, nothing is written
 to /etc. The unit runs the pm2 tests' node app (tests/unit/fixtures/pm2app/app.js) on 127.0.0.96:4096.
 
-pm2: the pm2 daemon of tests/unit/plugins/modules/test_pm2.py (its ``pm2_home`` fixture: private
+pm2: the pm2 daemon of tests/integration/plugins/modules/test_pm2.py (its ``pm2_home`` fixture: private
 PM2_HOME, killed at the end) runs two fork-mode apps on 127.0.0.97:4097 and :4098.
 
 Every case asserts on observable state (main pids, pm2's own process list, the health URL, the
@@ -32,9 +32,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-# Reuse the pm2 module tests' daemon fixture and helpers (tests/unit/plugins is where pytest imports them from).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
-from modules import test_pm2 as pm2_tests  # noqa: E402  pylint: disable=wrong-import-position
+# Reuse the pm2 module tests' daemon fixture and helpers.
+from ansible_collections.akig.runbooks.tests.integration.plugins.modules import test_pm2 as pm2_tests
 
 pm2_home = pm2_tests.pm2_home  # the fixture: its own PM2_HOME, `pm2 kill` at the end of this module
 

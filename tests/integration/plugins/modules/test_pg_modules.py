@@ -3,10 +3,10 @@
 """Run akig.runbooks.pg_replication_info and akig.runbooks.pg_promote through ansible.
 
 Every test drives ``ansible localhost -m akig.runbooks.<module>`` (or ``ansible-doc``) as
-a subprocess against the real PostgreSQL 15 cluster of ``tests/unit/pg_cluster.py``
+a subprocess against the real PostgreSQL 15 cluster of ``tests/support/pg_cluster.py``
 (primary 127.0.0.91:55491, standby 127.0.0.92:55492, spare 127.0.0.93:55493), from a
 temporary working directory with its own empty ansible.cfg and the venv's Python as the
-module interpreter.  The password reaches the module the way a vault variable would: a
+module interpreter (tests/support/ansible.py).  The password reaches the module the way a vault variable would: a
 vars file passed with ``-e @file`` defines ``pg_password`` as an environment lookup, and
 the module arguments use ``{{ pg_password }}``.  No output of any run may contain the
 password (nor the wrong one the failure test uses).
@@ -16,25 +16,17 @@ Independent runs are started together to keep the file well under a minute.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
 import pytest
-from ansible_collections.akig.runbooks.tests.unit import pg_cluster
-from ansible_collections.akig.runbooks.tests.unit.pg_cluster import PRIMARY, SPARE, STANDBY, Node, PgCluster
+from ansible_collections.akig.runbooks.tests.support import ansible as support_ansible
+from ansible_collections.akig.runbooks.tests.support.ansible import VENV_BIN, Run
+from ansible_collections.akig.runbooks.tests.support.pg_cluster import PRIMARY, SPARE, STANDBY, Node, PgCluster
 
-COLLECTION_ROOT = Path(__file__).resolve().parents[4]
-COLLECTIONS_PATH = COLLECTION_ROOT / ".collections"
-PYTHON = Path(sys.executable)
-VENV_BIN = PYTHON.parent
 PASSWORD_ENV = "AKIG_TEST_PG_PASSWORD"
-RESULT_RE = re.compile(r"^localhost \| (?P<status>[A-Z]+!?) => (?P<json>\{.*)", re.MULTILINE | re.DOTALL)
 
 
 def lsn_bytes(lsn: str) -> int:
@@ -42,87 +34,25 @@ def lsn_bytes(lsn: str) -> int:
     return (int(high, 16) << 32) | int(low, 16)
 
 
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[PgCluster]:
-    yield pg_cluster.acquire()
-    pg_cluster.release()
-
-
 # --------------------------------------------------------------------------
 # Running ansible
 # --------------------------------------------------------------------------
 
 
-@dataclass
-class Run:
-    rc: int
-    stdout: str
-    stderr: str
-
-    @property
-    def status(self) -> str:
-        match = RESULT_RE.search(self.stdout)
-        assert match, "no ad-hoc result in:\n%s\n%s" % (self.stdout, self.stderr)
-        return match.group("status")
-
-    @property
-    def result(self) -> Dict[str, Any]:
-        match = RESULT_RE.search(self.stdout)
-        assert match, "no ad-hoc result in:\n%s\n%s" % (self.stdout, self.stderr)
-        return json.JSONDecoder().raw_decode(match.group("json"))[0]
-
-
-class Ansible:
-    """Start ansible / ansible-doc runs with an isolated configuration; check no output holds a secret."""
+class Ansible(support_ansible.Ansible):
+    """The shared runner (tests/support/ansible.py); the password reaches the modules through a vars file's env lookup."""
 
     def __init__(self, workdir: Path, password: str, secrets_to_hide: List[str]) -> None:
-        self.workdir = workdir
-        self.secrets = secrets_to_hide
-        (workdir / "ansible.cfg").write_text("[defaults]\nretry_files_enabled = false\n")
+        super().__init__(workdir, secrets_to_hide, env={PASSWORD_ENV: password})
         self.vars_file = workdir / "pg-vars.yml"
         self.vars_file.write_text("pg_password: \"{{ lookup('ansible.builtin.env', '%s') }}\"\n" % PASSWORD_ENV)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-        self.env.update(
-            ANSIBLE_CONFIG=str(workdir / "ansible.cfg"),
-            ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS_PATH),
-            ANSIBLE_HOME=str(workdir / "ansible-home"),
-            ANSIBLE_LOCAL_TEMP=str(workdir / "ansible-local"),
-            ANSIBLE_REMOTE_TEMP=str(workdir / "ansible-remote"),
-            ANSIBLE_NOCOLOR="1",
-            ANSIBLE_FORCE_COLOR="0",
-            ANSIBLE_LOCALHOST_WARNING="false",
-            ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
-        )
-        self.env[PASSWORD_ENV] = password
-
-    def start(self, argv: List[str], password: Optional[str] = None) -> subprocess.Popen:
-        env = dict(self.env)
-        if password is not None:
-            env[PASSWORD_ENV] = password
-        return subprocess.Popen(argv, cwd=str(self.workdir), env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
 
     def start_module(self, module: str, node: Node, args: Optional[Dict[str, Any]] = None, *flags: str,
                      password: Optional[str] = None) -> subprocess.Popen:
         module_args = dict(login_host=node.host, login_port=node.port, login_password="{{ pg_password }}")
         module_args.update(args or {})
-        return self.start(
-            [
-                str(VENV_BIN / "ansible"), "localhost",
-                "-m", "akig.runbooks.%s" % module,
-                "-a", json.dumps(module_args),
-                "-e", "@%s" % self.vars_file,
-                "-e", "ansible_python_interpreter=%s" % PYTHON,
-                *flags,
-            ],
-            password=password,
-        )
-
-    def finish(self, proc: subprocess.Popen, timeout: float = 60) -> Run:
-        stdout, stderr = proc.communicate(timeout=timeout)
-        for secret in self.secrets:
-            assert secret not in stdout and secret not in stderr, "a secret leaked into the output of %s" % proc.args
-        return Run(proc.returncode, stdout, stderr)
+        return self.start_adhoc("akig.runbooks.%s" % module, module_args, "-e", "@%s" % self.vars_file, *flags,
+                                env=None if password is None else {PASSWORD_ENV: password})
 
     def module(self, module: str, node: Node, args: Optional[Dict[str, Any]] = None, *flags: str) -> Run:
         return self.finish(self.start_module(module, node, args, *flags))

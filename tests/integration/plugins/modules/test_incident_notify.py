@@ -3,22 +3,18 @@
 
 from __future__ import annotations
 
-import json
 import os
-import queue
-import re
 import subprocess
 import sys
-import threading
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ansible_collections.akig.runbooks.tests.support.ansible import Ansible
+from ansible_collections.akig.runbooks.tests.support.emulator import Emulator
+
 REPO = Path(__file__).resolve().parents[4]
-EMULATOR = REPO / "lab" / "emulator" / "akig_saas_emulator.py"
 VENV_BIN = Path(sys.executable).parent
 CREDS = {
     "twilio_account_sid": "ACmodule0123456789abcdef",
@@ -31,57 +27,10 @@ SECRETS = [CREDS["twilio_auth_token"], CREDS["sendgrid_api_key"], "slackhookCANA
 ONCALL = "+33600000000"
 
 
-class Emulator:
-    """A private akig_saas_emulator process; control API helpers."""
-
-    def __init__(self, tmp: Path) -> None:
-        creds = tmp / "creds.json"
-        creds.write_text(json.dumps(CREDS))
-        creds.chmod(0o600)
-        self.proc = subprocess.Popen(
-            [sys.executable, str(EMULATOR), "--host", "127.0.0.1", "--port", "0",
-             "--state-dir", str(tmp / "state"), "--credentials-file", str(creds)],
-            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-        )
-        lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(line) for line in self.proc.stderr], daemon=True).start()
-        while True:
-            found = re.search(r"listening on (http://[\d.]+:\d+)", lines.get(timeout=10))
-            if found:
-                self.url = found.group(1)
-                break
-
-    def call(self, path: str, body: Any = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method="POST" if data else "GET",
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return json.loads(resp.read())
-
-    def reset(self) -> None:
-        self.call("/_emulator/reset", {})
-
-    def ledger(self) -> list[dict[str, Any]]:
-        return self.call("/_emulator/ledger")["entries"]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    emu = Emulator(tmp_path_factory.mktemp("saas"))
-    try:
-        yield emu
-    finally:
-        emu.stop()
-
-
-@pytest.fixture
-def emu(emulator: Emulator) -> Emulator:
-    emulator.reset()
-    return emulator
+def emulator_credentials() -> dict[str, str]:
+    """The shared emulator fixture (tests/support/emulator.py) accepts this file's canary credentials."""
+    return CREDS
 
 
 def provider_args(emu: Emulator) -> dict[str, Any]:
@@ -97,20 +46,13 @@ def provider_args(emu: Emulator) -> dict[str, Any]:
     }
 
 
+ADHOC_CONFIG = "[defaults]\nlocalhost_warning = false\ndeprecation_warnings = false\n"
+
+
 def run_module(tmp_path: Path, args: dict[str, Any], *extra: str) -> tuple[str, dict[str, Any], str]:
     """Run the module ad hoc on localhost; returns (status word, result, whole output)."""
-    (tmp_path / "ansible.cfg").write_text("[defaults]\nlocalhost_warning = false\ndeprecation_warnings = false\n")
-    env = dict(os.environ, ANSIBLE_CONFIG=str(tmp_path / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_COLLECTIONS_PATH=str(REPO / ".collections"))
-    proc = subprocess.run(
-        [str(VENV_BIN / "ansible"), "localhost", "-m", "akig.runbooks.incident_notify", "-a", json.dumps(args),
-         "-e", f"ansible_python_interpreter={sys.executable}", *extra],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )
-    output = proc.stdout + proc.stderr
-    found = re.search(r"^localhost \| (\w+!?) => (\{.*?^\})", proc.stdout, re.S | re.M)
-    assert found, output
-    return found.group(1), json.loads(found.group(2)), output
+    run = Ansible(tmp_path, config=ADHOC_CONFIG).adhoc("akig.runbooks.incident_notify", args, *extra, timeout=120)
+    return run.status, run.result, run.output
 
 
 ALERT = "[INCIDENT ALERT - 14:29 UTC]\nINC-42 P1 - Dashboard AKIG inaccessible\nImpact: 143 utilisateurs"

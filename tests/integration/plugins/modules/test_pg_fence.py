@@ -4,7 +4,7 @@
 
 Like ``test_pg_modules.py`` (whose :class:`Ansible` runner this file reuses), every test drives
 ``ansible localhost -m akig.runbooks.<module>`` as a subprocess against the real PostgreSQL 15
-cluster of ``tests/unit/pg_cluster.py``; pg_fence runs on "the database host", which is this
+cluster of ``tests/support/pg_cluster.py``; pg_fence runs on "the database host", which is this
 machine, as root, so it runs pg_ctl and pg_controldata as ``postgres`` through runuser.
 
 Which node plays which part:
@@ -30,25 +30,20 @@ import stat
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
 import pytest
 from ansible_collections.akig.runbooks.plugins.module_utils import pg_fence as fence_utils
-from ansible_collections.akig.runbooks.tests.unit import pg_cluster
-from ansible_collections.akig.runbooks.tests.unit.pg_cluster import OS_USER, PRIMARY, SPARE, STANDBY, Node, PgCluster
+from ansible_collections.akig.runbooks.tests.support import pg_cluster
+from ansible_collections.akig.runbooks.tests.support.ansible import PYTHON, VENV_BIN, Run
+from ansible_collections.akig.runbooks.tests.support.pg_cluster import OS_USER, PRIMARY, SPARE, STANDBY, Node, PgCluster
 
-from .test_pg_modules import PYTHON, VENV_BIN, WRONG_PASSWORD, Ansible, Run, lsn_bytes
+from .test_pg_modules import WRONG_PASSWORD, Ansible, lsn_bytes
 
 LSN_RE = re.compile(r"^[0-9A-F]{1,8}/[0-9A-F]{1,8}$")
 DEAD_CONNINFO = "host=127.0.0.91 port=55499 user=replicator passfile=/nonexistent/.pgpass application_name=spare"
 AUTO_CONF = "postgresql.auto.conf"
 SIGNAL = "standby.signal"
-
-
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[PgCluster]:
-    yield pg_cluster.acquire()
-    pg_cluster.release()
 
 
 @pytest.fixture
@@ -344,7 +339,7 @@ def test_check_mode_changes_nothing_then_fenced_node_restarts_read_only(ansible:
         assert result["actions"][0].startswith("would stop the server of %s (postmaster pid %d) with pg_ctl -m fast"
                                                % (cluster.data(spare), pid)), result["actions"]
         assert any(action.startswith("would create %s" % (cluster.data(spare) / SIGNAL)) for action in result["actions"])
-        assert any(action.startswith("would set primary_conninfo = 'host=127.0.0.91 port=55499") and "********" in action
+        assert any(action.startswith("would set primary_conninfo = 'host=127.0.0.91 port=55499") and "[REDACTED]" in action
                    for action in result["actions"]), result["actions"]
         diff = plan.stdout.split("localhost | CHANGED", 1)[0]
         assert "+# standby.signal: present" in diff and "-# standby.signal: absent" in diff, plan.stdout
@@ -482,7 +477,7 @@ def test_bad_input_fails_before_changing_anything(ansible: Ansible, cluster: PgC
         assert message in run.result["msg"], (args, run.result["msg"])
         assert secret not in run.stdout + run.stderr
         assert run.result.get("changed", False) is False
-    assert "********" in runs[5].result["msg"]
+    assert "[REDACTED]" in runs[5].result["msg"]
     # nothing changed: the same postmaster still runs the standby, the files are untouched
     assert postmaster_pid(cluster, spare) == pid and process_alive(pid)
     assert in_recovery(cluster, spare)
