@@ -157,7 +157,8 @@ def test_mitigation_failure_stops_the_roll_and_releases_the_lock(cleared, secret
     finally:
         env.write_text(original)
         subprocess.run([str(STATE.parent / "node_modules" / ".bin" / "pm2"), "restart", "akig-backend", "--update-env"],
-                       env={**os.environ, "PM2_HOME": str(STATE / "app-1" / "pm2")}, capture_output=True, timeout=60)
+                       env={**os.environ, "PM2_HOME": str(STATE / "app-1" / "pm2")}, capture_output=True, timeout=60,
+                       check=True)
     assert proc.returncode != 0
     assert "rb-p1-001-critical-bug failed" in proc.stdout
     # the roll stopped at app-1: app-2 was not touched (still down)

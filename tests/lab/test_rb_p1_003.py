@@ -14,8 +14,9 @@ from typing import Any, Iterator
 
 import psycopg2
 import pytest
+import redis
 
-from conftest import ansible_playbook, APPS, DB, STATE, http, labctl, ledger, wait_until
+from conftest import ansible_playbook, APPS, CACHE, DB, STATE, http, labctl, ledger, wait_until
 
 PLAYBOOK = "playbooks/rb-p1-003-db-failover.yml"
 
@@ -221,7 +222,14 @@ def test_bad_input_is_refused_before_anything_changes(fresh_lab: dict[str, str])
         (["-e", "rb_p1_003_strategy=failover", "-e", "pg_failover_candidate=db-1", "-e", "pg_failover_primary=db-2"],
          "is not a primary: it is a standby"),
     ]:
+        http("http://127.0.0.41/_emulator/reset", method="POST")
         proc = run_playbook(*args)
         assert proc.returncode != 0, args
         assert message in proc.stdout, (args, proc.stdout[-3000:])
         assert writable("db-1", fresh_lab) is True and writable("db-2", fresh_lab) is False
+        # a typo costs nothing: no page, no ticket, no lock (what needs a connection to find out is found by the
+        # analysis, after the alert)
+        if message not in ("password authentication failed", "is not a primary: it is a standby"):
+            assert [e for e in ledger() if e["service"] in ("slack", "twilio", "sendgrid", "tickets")] == [], args
+        assert not any(redis.Redis(host=CACHE, port=6379, password=fresh_lab["redis_password"], db=db).exists(
+            "akig:incident-lock:lab") for db in range(16)), args
