@@ -69,12 +69,20 @@ ALTER TABLE notification_queue ADD COLUMN IF NOT EXISTS locked_at timestamptz;
 CREATE INDEX IF NOT EXISTS notification_queue_status_next_attempt_idx
     ON notification_queue (status, next_attempt_at);
 
+-- The health write probe: one row per probe name, upserted by POST /api/health/write-probe, so an
+-- on-call runbook proves a write through the app without touching business data (no payment).
+CREATE TABLE IF NOT EXISTS health_write_probe (
+    probe       text PRIMARY KEY,
+    written_at  timestamptz NOT NULL DEFAULT now(),
+    writes      bigint NOT NULL DEFAULT 1
+);
+
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'akig_app') THEN
         GRANT USAGE ON SCHEMA public TO akig_app;
         GRANT SELECT, INSERT, UPDATE, DELETE
-            ON users, contracts, payments, notification_queue TO akig_app;
+            ON users, contracts, payments, notification_queue, health_write_probe TO akig_app;
         GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO akig_app;
         GRANT pg_read_all_stats TO akig_app;
     ELSE

@@ -10,27 +10,16 @@ files next to this one (one per filter name).
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
-from ansible.errors import AnsibleFilterError
+from ansible_collections.akig.runbooks.plugins.plugin_utils.filters import filter_errors
 from ansible_collections.akig.runbooks.plugins.module_utils import comms_channels as _comms
 from ansible_collections.akig.runbooks.plugins.module_utils import incident_context as _incident
 
 _ERRORS = (_incident.IncidentContextError, _comms.CommsChannelsError)
 
 
-def _filter(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Expose ``func`` as a filter, turning its input errors into ``AnsibleFilterError``."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except _ERRORS as exc:
-            raise AnsibleFilterError(str(exc)) from exc
-
-    return wrapper
+_filter = filter_errors(*_ERRORS)
 
 
 def incident_join_id(inputs: Any) -> str:

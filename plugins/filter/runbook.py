@@ -8,22 +8,13 @@ Documentation lives in the sidecar YAML files next to this one (one per filter n
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
-from ansible.errors import AnsibleFilterError
+from ansible_collections.akig.runbooks.plugins.plugin_utils.filters import filter_errors
 from ansible_collections.akig.runbooks.plugins.module_utils import runbook as _runbook
 
 
-def _filter(func: Callable[..., Any]) -> Callable[..., Any]:
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except _runbook.RunbookError as exc:
-            raise AnsibleFilterError(str(exc)) from exc
-
-    return wrapper
+_filter = filter_errors(_runbook.RunbookError)
 
 
 def run_new(runbook: Any, now: Any, severity: Any = None, title: Any = None, environment: Any = None,

@@ -9,24 +9,13 @@ the sidecar YAML files next to this one (one per filter name).
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
-from ansible.errors import AnsibleFilterError
+from ansible_collections.akig.runbooks.plugins.plugin_utils.filters import filter_errors
 from ansible_collections.akig.runbooks.plugins.module_utils import sla as _sla
 
 
-def _filter(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Expose ``func`` as a filter, turning ``SlaError`` into ``AnsibleFilterError``."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except _sla.SlaError as exc:
-            raise AnsibleFilterError(str(exc)) from exc
-
-    return wrapper
+_filter = filter_errors(_sla.SlaError)
 
 
 def sla_deadline(

@@ -74,9 +74,22 @@ def fresh_lab(secrets: dict[str, str]) -> Iterator[dict[str, str]]:
     labctl("reset", timeout=300)
 
 
+def count(node: str, secrets: dict[str, str], sql: str) -> Any:
+    with psycopg2.connect(host=DB[node], port=5432, user="postgres", dbname="akig_db",
+                          password=secrets["pg_superuser_password"]) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        row = cur.fetchone()
+    conn.close()
+    return row[0] if row else None
+
+
 def test_planned_failover_loses_nothing_and_fences_the_old_primary(fresh_lab: dict[str, str]) -> None:
+    payments = count("db-1", fresh_lab, "SELECT count(*) FROM payments")
     proc = run_playbook("-e", "rb_p1_003_strategy=failover")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    # the write probe wrote through the app on the new primary, and wrote no payment
+    assert count("db-2", fresh_lab, "SELECT count(*) FROM payments") == payments
+    assert count("db-2", fresh_lab, "SELECT writes FROM health_write_probe WHERE probe = 'oncall-lab'") >= 1
     assert writable("db-2", fresh_lab) is True
     assert writable("db-1", fresh_lab) is None  # stopped
     assert_app_healthy_on("db-2")

@@ -306,6 +306,27 @@ function createApp({ cfg, pool, redis, revision, state = { shuttingDown: false }
     }
   });
 
+  // A real write through the app that touches no business data: an upsert of one row per probe
+  // name (the on-call runbooks prove the database takes writes again with it, not with a payment).
+  app.post('/api/health/write-probe', requireAuth, async (req, res) => {
+    const probe = typeof req.body?.probe === 'string' ? req.body.probe : '';
+    if (!/^[a-z0-9][a-z0-9._-]{0,63}$/.test(probe)) {
+      res.status(400).json({ error: 'probe must be a name of 1 to 64 characters: a-z, 0-9, ., _ and -' });
+      return;
+    }
+    try {
+      const r = await pool.query(
+        `INSERT INTO health_write_probe (probe) VALUES ($1)
+         ON CONFLICT (probe) DO UPDATE SET written_at = now(), writes = health_write_probe.writes + 1
+         RETURNING probe, written_at, writes`,
+        [probe],
+      );
+      res.status(201).json(r.rows[0]);
+    } catch (err) {
+      dbFail(res, 'write probe', err);
+    }
+  });
+
   app.get('/api/contracts/:id/pdf', requireAuth, async (req, res) => {
     const id = Number(req.params.id);
     if (!Number.isSafeInteger(id) || id < 1) {
