@@ -60,6 +60,11 @@ def assert_healthy() -> None:
 def test_backend_crash_is_restarted_and_nothing_else(cleared, secrets) -> None:
     before = head("app-1")
     labctl("fault", "backend_crash")
+    # a secret that only its value gives away (no key=, no URL around it): the archive must still hide it
+    out_log = STATE / "app-1" / "pm2" / "logs" / "akig-backend-out.log"
+    stamp = subprocess.run(["date", "-u", "+%Y-%m-%dT%H:%M:%S"], capture_output=True, text=True, check=True).stdout.strip()
+    with out_log.open("a") as fh:
+        fh.write(f"{stamp}: debug retry with {secrets['probe_password']} after a refused login\n")
     proc = run_playbook()
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert diagnoses(proc.stdout) == {"app-1": "backend_down", "app-2": "backend_down"}
@@ -79,6 +84,7 @@ def test_backend_crash_is_restarted_and_nothing_else(cleared, secrets) -> None:
         members = {m.name: archive.extractfile(m).read().decode() for m in archive.getmembers() if m.isfile()}
     assert {"files/akig-backend-out.log", "files/akig-frontend-out.log", "files/akig-worker-out.log", "MANIFEST.txt"} <= set(members)
     assert '"msg":"listening"' in members["files/akig-backend-out.log"]
+    assert "debug retry with [REDACTED] after a refused login" in members["files/akig-backend-out.log"]
     assert (incident / "logs" / "app-2.tar.gz").is_file()
     for value in secrets.values():
         if len(str(value)) >= 8:
@@ -183,3 +189,14 @@ def test_database_cause_hands_over_to_rb_p1_003_in_the_same_incident(cleared) ->
     assert "db-1: PostgreSQL restarted in place" in proc.stdout
     assert len(set(re.findall(r"INC-\d{8}-\d{4}-P1-[0-9a-f]{4}", proc.stdout))) == 1
     assert_healthy()
+
+
+@pytest.mark.parametrize("args", [["-e", "rb_p1_001_serial=many"], ["-e", "rb_p1_001_serial=0"],
+                                  ["-e", "rb_p1_001_max_fail_percentage=lots"]])
+def test_bad_input_costs_nothing(cleared, secrets, args) -> None:
+    http("http://127.0.0.41/_emulator/reset", method="POST")
+    proc = run_playbook(*args)
+    assert proc.returncode != 0
+    assert "Nothing was changed" in proc.stdout and "Unexpected Exception" not in proc.stdout + proc.stderr
+    assert [e for e in ledger() if e["service"] in ("slack", "twilio", "sendgrid", "tickets")] == []
+    assert not lock_held(secrets)

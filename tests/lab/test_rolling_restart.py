@@ -117,9 +117,15 @@ def test_a_host_that_does_not_come_back_stops_the_roll(healthy) -> None:
         assert wait_until(lambda: http(f"http://{APPS['app-1']}:4000/api/health", timeout=3)[0] == 200, timeout=30)
 
 
-def test_unknown_mode_is_refused_before_any_restart(healthy) -> None:
+@pytest.mark.parametrize("args, message", [
+    (["-e", "rolling_mode=bounce"], "rolling_mode must be reloaded, restarted or started (got 'bounce')"),
+    (["-e", "rolling_serial=-1"], "rolling_serial a positive number of hosts or a percentage from 1% to 100% (got '-1')"),
+    (["-e", "rolling_serial=many"], "(got 'many')"),
+    (["-e", "rolling_max_fail_percentage=lots"], "rolling_max_fail_percentage a number from 0 to 100 (got 'lots')"),
+])
+def test_bad_input_is_refused_before_any_restart(healthy, args, message) -> None:
     before = {h: {p["pid"] for p in backend(h)} for h in APPS}
-    proc = run_playbook("-e", "rolling_mode=bounce")
+    proc = run_playbook(*args)
     assert proc.returncode != 0
-    assert "rolling_mode must be reloaded, restarted or started; got 'bounce'" in proc.stdout
+    assert message in proc.stdout, proc.stdout[-2000:]
     assert {h: {p["pid"] for p in backend(h)} for h in APPS} == before
