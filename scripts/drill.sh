@@ -22,7 +22,7 @@ run() {  # run NAME ARGS... : run a playbook, keep its output, print its figures
   if ! ansible-playbook "$@" > "$log.$name.log" 2>&1; then
     tail -n 40 "$log.$name.log"; echo "[drill] $name FAILED (full log: $log.$name.log)"; exit 1
   fi
-  grep -h -o '"RB-P1-003 .*"' "$log.$name.log" | tr -d '"' | sed 's/^/[drill]   /' || true
+  grep -h -o '"[a-z0-9-]* \(resolved\|handed over to [a-z0-9-]*\|failed\) — .*"' "$log.$name.log" | tr -d '"' | sed 's/^/[drill]   /' || true
 }
 lab/akig-lab fault db_primary_down
 run failover playbooks/rb-p1-003-db-failover.yml -e rb_p1_003_strategy=failover
