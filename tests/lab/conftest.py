@@ -163,6 +163,17 @@ def ansible_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess[s
     return proc
 
 
+def incident_locks(secrets: dict[str, str], environment: str = "lab") -> list[bytes]:
+    """The environment's incident lock records, in whichever Redis database the inventory keeps them."""
+    key = f"akig:incident-lock:{environment}"
+    found = []
+    for db in range(16):
+        value = redis.Redis(host=CACHE, port=6379, password=secrets["redis_password"], db=db, socket_timeout=3).get(key)
+        if value:
+            found.append(value)
+    return found
+
+
 def ledger(service: str | None = None) -> list[dict[str, Any]]:
     status, body = http(f"{SAAS}/_emulator/ledger" + (f"?service={service}" if service else ""))
     assert status == 200, f"emulator ledger unavailable: {status}"

@@ -17,21 +17,14 @@ from typing import Any
 import pytest
 import redis
 
-from conftest import CACHE, REPO, SAAS, ansible_playbook, http, labctl, ledger
+from conftest import CACHE, REPO, SAAS, ansible_playbook, http, incident_locks, labctl, ledger
 
 PLAYBOOK = "tests/lab/playbooks/frame.yml"
 LOCK_KEY = "akig:incident-lock:lab"
 
 
 def lock_holders(secrets: dict[str, str]) -> list[bytes]:
-    """The lab's incident lock, in whichever Redis database the inventory keeps it."""
-    found = []
-    for db in range(16):
-        value = redis.Redis(host=CACHE, port=6379, password=secrets["redis_password"], db=db,
-                            socket_timeout=3).get(LOCK_KEY)
-        if value:
-            found.append(value)
-    return found
+    return incident_locks(secrets)
 
 
 def incident_id(stdout: str) -> str:
@@ -178,7 +171,5 @@ def test_placeholder_contacts_are_refused_outside_the_lab_before_anything(frame,
     assert proc.returncode != 0
     assert "still the collection's placeholders" in proc.stdout, proc.stdout[-3000:]
     assert sent_texts() == [] and [e for e in ledger() if e["service"] == "tickets"] == []
-    for db in range(16):
-        assert not redis.Redis(host=CACHE, port=6379, password=secrets["redis_password"], db=db).exists(
-            "akig:incident-lock:production")
+    assert incident_locks(secrets, "production") == []
     assert list(frame.markers.iterdir()) == []

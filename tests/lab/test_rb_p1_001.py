@@ -10,9 +10,8 @@ from typing import Iterator
 
 import pytest
 
-from conftest import CACHE as TOPO_CACHE
 
-from conftest import ansible_playbook, APPS, STATE, http, labctl, ledger, pm2_procs
+from conftest import ansible_playbook, APPS, STATE, http, incident_locks, labctl, ledger, pm2_procs
 
 PLAYBOOK = "playbooks/rb-p1-001-critical-bug.yml"
 
@@ -35,9 +34,7 @@ def latest_report() -> str:
 
 
 def lock_held(secrets: dict[str, str]) -> bool:
-    import redis
-    return any(redis.Redis(host=TOPO_CACHE, port=6379, password=secrets["redis_password"], db=db).exists(
-        "akig:incident-lock:lab") for db in range(16))
+    return bool(incident_locks(secrets))
 
 
 def backend_pids(host: str) -> set[int]:

@@ -14,9 +14,8 @@ from typing import Any, Iterator
 
 import psycopg2
 import pytest
-import redis
 
-from conftest import ansible_playbook, APPS, CACHE, DB, STATE, http, labctl, ledger, wait_until
+from conftest import ansible_playbook, APPS, DB, STATE, http, incident_locks, labctl, ledger, wait_until
 
 PLAYBOOK = "playbooks/rb-p1-003-db-failover.yml"
 
@@ -244,5 +243,4 @@ def test_bad_input_is_refused_before_anything_changes(fresh_lab: dict[str, str])
         # analysis, after the alert)
         if message not in ("password authentication failed", "is not a primary: it is a standby"):
             assert [e for e in ledger() if e["service"] in ("slack", "twilio", "sendgrid", "tickets")] == [], args
-        assert not any(redis.Redis(host=CACHE, port=6379, password=fresh_lab["redis_password"], db=db).exists(
-            "akig:incident-lock:lab") for db in range(16)), args
+        assert incident_locks(fresh_lab) == [], args

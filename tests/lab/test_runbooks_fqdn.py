@@ -14,12 +14,10 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-import redis
 
-from conftest import APPS, CACHE, DB, REPO, STATE, http, labctl
+from conftest import APPS, DB, REPO, STATE, http, incident_locks, labctl
 
 FQDN = "inventories/lab-fqdn"
-LOCK_KEY = "akig:incident-lock:lab"
 
 
 def env() -> dict[str, str]:
@@ -29,8 +27,7 @@ def env() -> dict[str, str]:
 
 
 def lock_free(secrets: dict[str, str]) -> bool:
-    return not any(redis.Redis(host=CACHE, port=6379, password=secrets["redis_password"], db=db).exists(LOCK_KEY)
-                   for db in range(16))
+    return incident_locks(secrets) == []
 
 
 def no_secret_in(secrets: dict[str, str], *paths_or_texts) -> None:
