@@ -111,26 +111,28 @@ def test_bad_deploy_is_reverted(cleared) -> None:
     assert "reverted, akig-backend started on the previous code" in report
 
 
-@pytest.mark.parametrize("author, age_s, refusal", [
-    ("oncall@akig.com", 0, "it is a revert made by this runbook"),
-    ("deploy@akig.com", 3 * 86400, "it is not a recent deploy"),
-])
-def test_bad_deploy_revert_is_refused_unless_a_recent_deploy(cleared, secrets, author, age_s, refusal) -> None:
+def test_bad_deploy_revert_is_refused_unless_a_recent_deploy(cleared, secrets) -> None:
+    """One injected bad deploy, re-signed twice: each refusal changes nothing, so the second reuses the fault."""
     labctl("fault", "bad_deploy")
     import time
-    stamp = f"{int(time.time()) - age_s} +0000"
-    for host in APPS:  # the deployed commit, re-signed as the runbook's own revert, or backdated
-        subprocess.run(["git", "-C", str(STATE / host / "akig"), "commit", "--amend", "--no-edit", "--reset-author"],
-                       env={**os.environ, "GIT_AUTHOR_NAME": "x", "GIT_AUTHOR_EMAIL": author, "GIT_COMMITTER_NAME": "x",
-                            "GIT_COMMITTER_EMAIL": author, "GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp},
-                       check=True, capture_output=True)
-    heads = {h: head(h) for h in APPS}
-    proc = run_playbook()
-    assert proc.returncode != 0
-    assert refusal in proc.stdout, proc.stdout[-3000:]
-    assert {h: head(h) for h in APPS} == heads  # nothing reverted
-    assert all(any(p["name"] == "akig-backend" for p in pm2_procs(h)) for h in APPS)  # the backend is still in pm2
-    assert not lock_held(secrets)
+    for author, age_s, refusal in [
+        ("oncall@akig.com", 0, "it is a revert made by this runbook"),
+        ("deploy@akig.com", 3 * 86400, "it is not a recent deploy"),
+    ]:
+        stamp = f"{int(time.time()) - age_s} +0000"
+        for host in APPS:  # the deployed commit, re-signed as the runbook's own revert, or backdated
+            subprocess.run(["git", "-C", str(STATE / host / "akig"), "commit", "--amend", "--no-edit", "--reset-author"],
+                           env={**os.environ, "GIT_AUTHOR_NAME": "x", "GIT_AUTHOR_EMAIL": author,
+                                "GIT_COMMITTER_NAME": "x", "GIT_COMMITTER_EMAIL": author, "GIT_AUTHOR_DATE": stamp,
+                                "GIT_COMMITTER_DATE": stamp},
+                           check=True, capture_output=True)
+        heads = {h: head(h) for h in APPS}
+        proc = run_playbook()
+        assert proc.returncode != 0, author
+        assert refusal in proc.stdout, proc.stdout[-3000:]
+        assert {h: head(h) for h in APPS} == heads  # nothing reverted
+        assert all(any(p["name"] == "akig-backend" for p in pm2_procs(h)) for h in APPS)  # still in pm2
+        assert not lock_held(secrets)
 
 
 def test_check_mode_changes_nothing(cleared, secrets) -> None:
