@@ -5,10 +5,10 @@ Shared fixtures (tests/support): ``emulator``/``emu``/``emulator_credentials`` (
 emulator served in-process), ``run_playbook`` (ansible-playbook, isolated), ``cluster`` (the
 PostgreSQL test cluster on 127.0.0.91-93) and ``redis_server``.
 
-scripts/test.sh runs these tests one at a time: several files share fixed addresses (the pg test
-cluster on 127.0.0.91-93; node_restart's apps on 127.0.0.96-97), and the one way pytest-xdist has to
-keep them on one worker, ``--dist loadgroup``, does not group anything with pytest 9.2
-(pytest-dev/pytest-xdist#1386).
+scripts/test.sh runs these tests on two pytest-xdist workers, a file per worker (``--dist loadfile``):
+the PostgreSQL test cluster takes its addresses from the worker (127.0.0.91-93 on gw0, 10 above on
+each further worker), and node_restart's fixed 127.0.0.96-97 are used by one file only. A new file
+that needs fixed addresses must take them from the worker the same way.
 
 This directory is a package (``__init__.py``) so that this module is not imported under the bare
 name ``conftest``, which tests/lab's modules import their helpers from.

@@ -62,9 +62,17 @@ class Node:
         return "%s:%d" % (self.host, self.port)
 
 
-PRIMARY = Node("primary", "127.0.0.91", 55491)
-STANDBY = Node("standby", "127.0.0.92", 55492, "akig_test_standby")
-SPARE = Node("spare", "127.0.0.93", 55493, "akig_test_spare")
+def _worker_offset() -> int:
+    """pytest-xdist worker gwN gets its own addresses and ports (N * 10 above gw0's), so test files that
+    use the cluster can run on two workers at once (scripts/test.sh: --dist loadfile)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return 10 * int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+
+
+_OFFSET = _worker_offset()
+PRIMARY = Node("primary", "127.0.0.%d" % (91 + _OFFSET), 55491 + _OFFSET)
+STANDBY = Node("standby", "127.0.0.%d" % (92 + _OFFSET), 55492 + _OFFSET, "akig_test_standby")
+SPARE = Node("spare", "127.0.0.%d" % (93 + _OFFSET), 55493 + _OFFSET, "akig_test_spare")
 NODES = (PRIMARY, STANDBY, SPARE)
 
 COMMON_CONF = """
@@ -192,8 +200,8 @@ class PgCluster:
         for node in NODES:
             if _port_open(node.host, node.port):
                 raise ClusterError(
-                    "%s is already in use; the pg module tests need 127.0.0.91-93:55491-55493 for their own "
-                    "cluster (stop whatever listens there)" % node.target
+                    "%s is already in use; the pg module tests need %s for their own cluster (stop whatever "
+                    "listens there)" % (node.target, ", ".join(n.target for n in NODES))
                 )
         self._node_dirs(PRIMARY)
         pwfile = self.root / PRIMARY.name / "pwfile"

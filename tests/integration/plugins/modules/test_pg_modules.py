@@ -4,7 +4,8 @@
 
 Every test drives ``ansible localhost -m akig.runbooks.<module>`` (or ``ansible-doc``) as
 a subprocess against the real PostgreSQL 15 cluster of ``tests/support/pg_cluster.py``
-(primary 127.0.0.91:55491, standby 127.0.0.92:55492, spare 127.0.0.93:55493), from a
+(primary 127.0.0.91:55491, standby 127.0.0.92:55492, spare 127.0.0.93:55493 on the first
+pytest-xdist worker, 10 above on each further worker), from a
 temporary working directory with its own empty ansible.cfg and the venv's Python as the
 module interpreter (tests/support/ansible.py).  The password reaches the module the way a vault variable would: a
 vars file passed with ``-e @file`` defines ``pg_password`` as an environment lookup, and
@@ -138,14 +139,14 @@ def test_info_reports_primary_standby_and_a_stopped_node(ansible: Ansible, clust
     assert stopped.rc == 0 and stopped.status == "SUCCESS", stopped.stdout + stopped.stderr
     result = stopped.result
     assert (result["changed"], result["reachable"], result["error_kind"]) == (False, False, "refused")
-    assert "127.0.0.93:55493" in result["error"] and "Connection refused" in result["error"]
+    assert SPARE.target in result["error"] and "Connection refused" in result["error"]
 
 
 def test_info_with_a_wrong_password_fails_without_showing_it(ansible: Ansible) -> None:
     run = ansible.finish(ansible.start_module("pg_replication_info", PRIMARY, None, "-vvv", password=WRONG_PASSWORD))
     assert run.rc != 0 and run.status == "FAILED!", run.stdout + run.stderr
     assert run.result["msg"] == (
-        'cannot connect to PostgreSQL at 127.0.0.91:55491 as postgres: password authentication failed for user '
+        'cannot connect to PostgreSQL at ' + PRIMARY.target + ' as postgres: password authentication failed for user '
         '"postgres"; check login_user/login_password'
     )
     assert run.result["error_kind"] == "auth"
@@ -162,7 +163,7 @@ def test_promote_check_mode_then_for_real_then_again(ansible: Ansible, cluster: 
     assert plan.rc == 0 and plan.status == "CHANGED", plan.stdout + plan.stderr
     assert plan.result["changed"] is True
     assert re.fullmatch(
-        r"promote 127\.0\.0\.93:55493 \(standby on timeline 1, replay LSN [0-9A-F]+/[0-9A-F]+\) with "
+        r"promote " + re.escape(SPARE.target) + r" \(standby on timeline 1, replay LSN [0-9A-F]+/[0-9A-F]+\) with "
         r"pg_promote\(wait => true, wait_seconds => 20\)",
         plan.result["actions"][0],
     ), plan.result["actions"]
@@ -183,7 +184,7 @@ def test_promote_check_mode_then_for_real_then_again(ansible: Ansible, cluster: 
     assert again.rc == 0 and again.status == "SUCCESS", again.stdout + again.stderr
     assert again.result["changed"] is False
     assert again.result["actions"] == [
-        "127.0.0.93:55493 is already a primary on timeline %d; nothing to do" % result["timeline_after"]
+        SPARE.target + " is already a primary on timeline %d; nothing to do" % result["timeline_after"]
     ]
 
 
@@ -206,7 +207,7 @@ def test_promote_refuses_a_paused_standby_and_a_bad_password(ansible: Ansible, c
 
     assert paused_run.rc != 0 and paused_run.status == "FAILED!", paused_run.stdout + paused_run.stderr
     assert re.fullmatch(
-        r"replay is paused on 127\.0\.0\.92:55492 with [1-9][0-9]* bytes not replayed; promoting now would lose "
+        r"replay is paused on " + re.escape(STANDBY.target) + r" with [1-9][0-9]* bytes not replayed; promoting now would lose "
         r"them; resume replay or pass resume_paused=true",
         paused_run.result["msg"],
     ), paused_run.result["msg"]
@@ -214,4 +215,4 @@ def test_promote_refuses_a_paused_standby_and_a_bad_password(ansible: Ansible, c
 
     assert bad_run.rc != 0 and bad_run.status == "FAILED!", bad_run.stdout + bad_run.stderr
     assert "password authentication failed" in bad_run.result["msg"]
-    assert "127.0.0.92:55492" in bad_run.result["msg"]
+    assert STANDBY.target in bad_run.result["msg"]
