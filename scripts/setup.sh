@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything akig.runbooks and its lab need on a Debian 12 machine, idempotently:
-#   - Debian packages: PostgreSQL 15, Redis, OpenSSH server, sudo, Node.js/npm, python3-venv, git
+#   - Debian packages: PostgreSQL 15, PgBouncer, Redis, OpenSSH server, sudo, Node.js/npm, python3-venv, git
 #   - .venv: the pinned controller toolchain (requirements.txt + constraints.txt)
 #   - .collections: community.postgresql and community.general unpacked from the `ansible`
 #     wheel on PyPI (Galaxy is not reachable), plus this collection linked as akig.runbooks
@@ -19,7 +19,7 @@ command -v apt-get >/dev/null || die "apt-get not found: setup supports Debian 1
 
 # --- Debian packages -------------------------------------------------------
 need=()
-for pkg in postgresql-15 postgresql-client-15 redis-server openssh-server sudo python3-venv git procps iproute2 curl ca-certificates; do
+for pkg in postgresql-15 postgresql-client-15 pgbouncer redis-server openssh-server sudo python3-venv git procps iproute2 curl ca-certificates; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then need+=(nodejs npm); fi
@@ -31,6 +31,15 @@ if [ ${#need[@]} -gt 0 ]; then
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   rm -f /usr/sbin/policy-rc.d
+fi
+# pgbouncer: the package's own service (:6432) is never used (the tests and the lab start their own with their
+# own config); keep it stopped and disabled, also when the package was installed before this script ran.
+if [ -x /etc/init.d/pgbouncer ]; then
+  if [ -d /run/systemd/system ]; then systemctl disable --now pgbouncer.service >/dev/null 2>&1 || true
+  else
+    service pgbouncer status >/dev/null 2>&1 && service pgbouncer stop >/dev/null 2>&1 || true
+    update-rc.d pgbouncer disable >/dev/null 2>&1 || true
+  fi
 fi
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 [ "$node_major" -ge 18 ] || die "Node.js >= 18 is needed (found $(node --version)); install a newer nodejs package"
