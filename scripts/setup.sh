@@ -86,4 +86,4 @@ for v in 24.2; do
   cp tests/sanity/get_pip_standin.py "$cache"
 done
 
-log "ready: $(.venv/bin/ansible --version | head -1), node $(node --version), pm2 $(node -p "require('./lab/node_modules/pm2/package.json').version")"
+log "ready: $(.venv/bin/ansible --version | sed -n 1p), node $(node --version), pm2 $(node -p "require('./lab/node_modules/pm2/package.json').version")"
