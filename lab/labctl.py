@@ -7,6 +7,7 @@
     lab/akig-lab fault NAME    inject a real fault (see `faults`); NAME=clear restores
     lab/akig-lab faults        list the faults (--json for machines)
     lab/akig-lab reset         down, wipe the state folder, up
+    lab/akig-lab queue-fill N [--overdue K]   N pending notifications (mixed kinds, K préavis past due)
 
 Topology: the lab inventory, inventories/lab/hosts.yml, is the one place the hosts and their
 loopback addresses are written (groups pg_primary, pg_replica: PostgreSQL 15 primary and hot
@@ -204,9 +205,16 @@ def write_private(path: Path, text: str, owner: str | None = None) -> None:
 
 def load_secrets() -> dict[str, str]:
     path = STATE / "secrets.json"
-    if path.is_file():
-        return json.loads(path.read_text())
     tok = secrets.token_hex
+    if path.is_file():
+        values = json.loads(path.read_text())
+        # a secret added after this lab was set up: generated once, kept from then on
+        added = {"auth_check_password": lambda: tok(12)}
+        missing = {k: make() for k, make in added.items() if k not in values}
+        if missing:
+            values.update(missing)
+            write_private(path, json.dumps(values, indent=2) + "\n")
+        return values
     values = {
         "pg_superuser_password": tok(16),
         "pg_replication_password": tok(16),
@@ -214,6 +222,7 @@ def load_secrets() -> dict[str, str]:
         "redis_password": tok(16),
         "jwt_secret": tok(32),
         "probe_password": tok(12),
+        "auth_check_password": tok(12),
         "twilio_account_sid": "AC" + tok(16),
         "twilio_auth_token": tok(16),
         "sendgrid_api_key": "SG." + tok(11) + "." + tok(21),
@@ -484,13 +493,32 @@ def pg_bootstrap_schema(primary: PgNode, sec: dict[str, str]) -> None:
     env = {"PGPASSWORD": sec["pg_superuser_password"]}
     base = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", primary.host, "-U", "postgres", "-d", "akig_db"]
     run([*base, "-f", str(LAB_DIR / "sql" / "schema.sql")], env=env)
-    run([*base, "-v", f"probe_password={sec['probe_password']}", "-f", str(LAB_DIR / "sql" / "seed.sql")], env=env,
-        timeout=300)
+    run([*base, "-v", f"probe_password={sec['probe_password']}", "-v", f"auth_check_password={sec['auth_check_password']}",
+         "-f", str(LAB_DIR / "sql" / "seed.sql")], env=env, timeout=300)
     for node in DB_NODES:
         slot = node.replace("-", "_") + "_slot"
         pg_query(primary, sec, "SELECT pg_create_physical_replication_slot(%s, true) "
                  "WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)", (slot, slot))
     pg_query(primary, sec, "CHECKPOINT")
+
+
+AUTH_CHECK_EMAIL = "auth-check@akig.example"
+
+
+def pg_ensure_auth_check(sec: dict[str, str]) -> None:
+    """RB-P1-002's check account and users.created_by, also in a lab seeded before they existed (idempotent)."""
+    primary = current_primary(sec)
+    if not primary:
+        return
+    pg_query(primary, sec, "ALTER TABLE users ADD COLUMN IF NOT EXISTS created_by bigint "
+             "REFERENCES users (id) ON DELETE SET NULL", dbname="akig_db")
+    rows = pg_query(primary, sec, "SELECT password_hash = crypt(%s, password_hash) FROM users WHERE email = %s",
+                    (sec["auth_check_password"], AUTH_CHECK_EMAIL), dbname="akig_db")
+    if not rows or not rows[0][0]:
+        pg_query(primary, sec, "INSERT INTO users (email, full_name, password_hash, role) "
+                 "VALUES (%s, 'Contrôle Authentification', crypt(%s, gen_salt('bf', 4)), 'oncall') "
+                 "ON CONFLICT (email) DO UPDATE SET password_hash = EXCLUDED.password_hash, role = 'oncall'",
+                 (AUTH_CHECK_EMAIL, sec["auth_check_password"]), dbname="akig_db")
 
 
 def pg_clone_standby(primary: PgNode, standby: PgNode, sec: dict[str, str]) -> None:
@@ -871,6 +899,7 @@ def up() -> None:
     redis_up(sec)
     saas_up(sec)
     pg_up(sec)
+    pg_ensure_auth_check(sec)
     app_up(sec)
     write_baseline(sec)
     production_shape(sec)
@@ -1179,7 +1208,8 @@ def fault_redis_sessions_corrupt(sec: dict[str, str]) -> None:
     user_ids = [row[0] for row in pg_query(current_primary(sec) or pg_nodes()[0], sec,
                                             "SELECT id FROM users ORDER BY id LIMIT 50", dbname="akig_db")]
     probe = pg_query(current_primary(sec) or pg_nodes()[0], sec,
-                     "SELECT id FROM users WHERE email = 'probe@akig.example'", dbname="akig_db")
+                     "SELECT id FROM users WHERE email IN ('probe@akig.example', %s)", (AUTH_CHECK_EMAIL,),
+                     dbname="akig_db")
     for uid in set(user_ids + [p[0] for p in probe]):
         r.delete(f"akig:user_sessions:{uid}")
         r.set(f"akig:user_sessions:{uid}", b"\x00corrupt")
@@ -1346,6 +1376,54 @@ def inject(name: str) -> None:
     log(f"fault {name}: {FAULTS[name]}")
 
 
+# --------------------------------------------------------------------------- notification queue
+
+QUEUE_KINDS = ("reminder", "preavis", "receipt", "alert")
+
+
+def queue_fill(sec: dict[str, str], count: int, overdue: int = 0, prefix: str | None = None) -> dict[str, Any]:
+    """N pending messages of mixed kinds on sms and e-mail, each with its recipient's contact points
+    (sms, email, postal); every fourth is a préavis with a due time, the first `overdue` préavis already
+    past it. One transaction on the primary; returns what was inserted (no secret)."""
+    if count < 1 or count > 200000:
+        raise LabError(f"queue-fill: N must be between 1 and 200000; got {count}")
+    preavis = len(range(1, count, 4))
+    if overdue < 0 or overdue > preavis:
+        raise LabError(f"queue-fill: --overdue must be between 0 and the number of préavis ({preavis}); got {overdue}")
+    primary = current_primary(sec)
+    if not primary:
+        raise LabError("queue-fill: no primary answers; bring the lab up first")
+    prefix = prefix or "fill-" + secrets.token_hex(4)
+    rows, late = [], 0
+    for i in range(count):
+        kind = QUEUE_KINDS[i % 4]
+        channel = "sms" if (i // 4) % 2 == 0 else "email"
+        phone, email = f"+3361{i % 10000000:07d}", f"locataire{i}@akig.example"
+        due = None
+        if kind == "preavis":
+            due = "now() - interval '1 hour'" if late < overdue else "now() + interval '2 days'"
+            late += due.startswith("now() -")
+        contacts = json.dumps({"sms": phone, "email": email, "postal": f"{i} rue des Baux, 75011 Paris"})
+        rows.append((channel, kind, phone if channel == "sms" else email, f"AKIG {kind} {i}",
+                     f"AKIG: message {kind} {i} ({prefix})", f"{prefix}-{i}", contacts, due))
+    conn = pg_connect(primary, sec, "akig_db", timeout=5)
+    try:
+        conn.autocommit = False
+        with conn.cursor() as cur:
+            for chunk in range(0, len(rows), 1000):
+                part = rows[chunk:chunk + 1000]
+                values = ",".join(
+                    cur.mogrify("(%s,%s,%s,%s,%s,%s,%s::jsonb," + (r[7] or "NULL") + ")", r[:7]).decode()
+                    for r in part)
+                cur.execute("INSERT INTO notification_queue (channel, kind, recipient, subject, body, "
+                            "idempotency_key, contacts, due_at) VALUES " + values)
+        conn.commit()
+    finally:
+        conn.close()
+    return {"inserted": count, "prefix": prefix, "preavis": preavis, "overdue": overdue,
+            "by_channel": {"sms": sum(r[0] == "sms" for r in rows), "email": sum(r[0] == "email" for r in rows)}}
+
+
 # --------------------------------------------------------------------------- production shape
 
 def production_shape(sec: dict[str, str]) -> None:
@@ -1485,6 +1563,10 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("name", metavar="NAME", help="one of: " + ", ".join(FAULTS))
     fl = sub.add_parser("faults")
     fl.add_argument("--json", action="store_true")
+    qf = sub.add_parser("queue-fill", help="insert N pending notifications of mixed kinds (préavis with due times)")
+    qf.add_argument("count", metavar="N", type=int)
+    qf.add_argument("--overdue", type=int, default=0, help="préavis already past their due time")
+    qf.add_argument("--prefix", help="idempotency-key prefix (default: fill-<random>)")
     args = parser.parse_args(argv)
     problems = registry_problems()
     if problems:
@@ -1509,6 +1591,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{k:30} {v}")
         elif args.cmd == "fault":
             inject(args.name)
+        elif args.cmd == "queue-fill":
+            print(json.dumps(queue_fill(load_secrets(), args.count, args.overdue, args.prefix)))
     except LabError as exc:
         print(f"[lab] ERROR: {exc}", file=sys.stderr)
         return 2

@@ -26,6 +26,7 @@ import hmac
 import ipaddress
 import json
 import os
+import random
 import re
 import secrets
 import signal
@@ -40,13 +41,16 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import parse_qs, parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
 
 PROG = "akig-saas-emulator"
 VERSION = "1.0.0"
 
 SERVICES: tuple[str, ...] = ("twilio", "sendgrid", "slack", "tickets")
-MODES: tuple[str, ...] = ("ok", "outage", "quota", "slow")
+MODES: tuple[str, ...] = ("ok", "outage", "quota", "slow", "flaky", "rate_limit")
+DEFAULT_RATE_LIMIT = 10.0
+DEFAULT_FLAKY_FRACTION = 0.1
+DEFAULT_FLAKY_RETRY_AFTER_S = 1
 DEFAULT_SLOW_DELAY_S = 3.0
 MAX_DELAY_S = 300.0
 RETRY_AFTER_S = 30
@@ -257,17 +261,40 @@ def secret_equals(given: str | None, expected: str) -> bool:
 
 
 def default_modes() -> dict[str, dict[str, Any]]:
-    return {s: {"mode": "ok", "delay_s": DEFAULT_SLOW_DELAY_S} for s in SERVICES}
+    return {s: mode_entry("ok", DEFAULT_SLOW_DELAY_S) for s in SERVICES}
+
+
+def mode_entry(
+    mode: str,
+    delay_s: float,
+    fraction: float = DEFAULT_FLAKY_FRACTION,
+    seed: int = 0,
+    retry_after_s: int = DEFAULT_FLAKY_RETRY_AFTER_S,
+    rate: float = DEFAULT_RATE_LIMIT,
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {"mode": mode, "delay_s": delay_s}
+    if mode == "flaky":
+        entry.update(fraction=fraction, seed=seed, retry_after_s=retry_after_s)
+    if mode == "rate_limit":
+        entry.update(rate=rate, retry_after_s=retry_after_s)
+    return entry
 
 
 def validate_mode_request(payload: Any) -> tuple[str, str, float]:
+    """The service, mode and delay of a ``POST /_emulator/mode`` body (see
+    :func:`validate_mode_fields` for the flaky mode's own fields)."""
+    service, entry = validate_mode_fields(payload)
+    return service, entry["mode"], entry["delay_s"]
+
+
+def validate_mode_fields(payload: Any) -> tuple[str, dict[str, Any]]:
     """Check a ``POST /_emulator/mode`` body; raise ControlInputError with a message
     that names the accepted values."""
     if not isinstance(payload, dict):
         raise ControlInputError(
             'body must be a JSON object like {"service": "twilio", "mode": "outage"}'
         )
-    allowed = {"service", "mode", "delay_s"}
+    allowed = {"service", "mode", "delay_s", "fraction", "seed", "retry_after_s", "rate"}
     unknown = sorted(set(payload) - allowed)
     if unknown:
         raise ControlInputError(
@@ -293,7 +320,42 @@ def validate_mode_request(payload: Any) -> tuple[str, str, float]:
         raise ControlInputError(
             f"delay_s must be a number between 0 and {MAX_DELAY_S:g}"
         )
-    return service, mode, float(delay)
+    fraction = payload.get("fraction", DEFAULT_FLAKY_FRACTION)
+    if (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, int | float)
+        or not 0 <= fraction <= 1
+    ):
+        raise ControlInputError("fraction must be a number between 0 and 1")
+    seed = payload.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ControlInputError("seed must be an integer")
+    retry_after = payload.get("retry_after_s", DEFAULT_FLAKY_RETRY_AFTER_S)
+    if (
+        isinstance(retry_after, bool)
+        or not isinstance(retry_after, int)
+        or not 0 <= retry_after <= MAX_DELAY_S
+    ):
+        raise ControlInputError(
+            f"retry_after_s must be an integer between 0 and {MAX_DELAY_S:g}"
+        )
+    rate = payload.get("rate", DEFAULT_RATE_LIMIT)
+    if (
+        isinstance(rate, bool)
+        or not isinstance(rate, int | float)
+        or not 0 < rate <= 100000
+    ):
+        raise ControlInputError("rate must be a number of calls per second, more than 0")
+    if mode != "flaky" and ({"fraction", "seed"} & set(payload)):
+        raise ControlInputError("fraction and seed are accepted with mode 'flaky' only")
+    if mode != "rate_limit" and "rate" in payload:
+        raise ControlInputError("rate is accepted with mode 'rate_limit' only")
+    if mode not in ("flaky", "rate_limit") and "retry_after_s" in payload:
+        raise ControlInputError(
+            "retry_after_s is accepted with modes 'flaky' and 'rate_limit' only"
+        )
+    entry = mode_entry(mode, float(delay), float(fraction), seed, retry_after, float(rate))
+    return service, entry
 
 
 def sanitize_modes(data: Any) -> tuple[dict[str, dict[str, Any]], list[str]]:
@@ -307,11 +369,10 @@ def sanitize_modes(data: Any) -> tuple[dict[str, dict[str, Any]], list[str]]:
             warnings.append(f"modes.json: ignoring entry for {service!r}")
             continue
         try:
-            _, mode, delay = validate_mode_request({"service": service, **entry})
+            _, modes[service] = validate_mode_fields({"service": service, **entry})
         except ValueError as exc:
             warnings.append(f"modes.json: ignoring entry for {service!r}: {exc}")
             continue
-        modes[service] = {"mode": mode, "delay_s": delay}
     return modes, warnings
 
 
@@ -337,6 +398,53 @@ def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class JsonlAppender:
+    """An append-only JSON-lines file kept open, with group commit.
+
+    :meth:`append` writes a line (callers serialize it under their own lock, so
+    the file order is the call order) and returns a ticket; :meth:`sync` returns
+    once that line is fsync'd. Concurrent callers share one fsync: whoever
+    syncs covers every line written before it started. A caller answers its
+    client only after ``sync``, so the guarantee of ``append_jsonl`` (on disk
+    before the answer) holds, without one fsync per line under a global lock.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._written = 0
+        self._synced = 0
+
+    def append(self, record: Mapping[str, Any]) -> int:
+        line = json.dumps(record, separators=(",", ":"), sort_keys=False) + "\n"
+        with self._lock:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            os.write(self._fd, line.encode("utf-8"))
+            self._written += 1
+            return self._written
+
+    def sync(self, ticket: int) -> None:
+        with self._sync_lock:
+            if self._synced >= ticket:
+                return
+            with self._lock:
+                target, fd = self._written, self._fd
+            if fd is not None:
+                os.fsync(fd)
+            self._synced = target
+
+    def truncate(self) -> None:
+        with self._sync_lock, self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            truncate_file(self.path)
+            self._written = self._synced = 0
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -399,8 +507,9 @@ class StateStore:
     """Everything the emulator keeps in ``STATE_DIR``; thread-safe.
 
     Files: ``ledger.jsonl`` and ``rejections.jsonl`` (append-only, fsync'd per
-    line), ``modes.json``, ``tickets.json`` and ``twilio_messages.json``
-    (rewritten atomically). Every value is passed through the redactor before
+    line), ``twilio_messages.jsonl`` (append-only: one line per new message or
+    status change, the last line of a sid wins), ``modes.json`` and
+    ``tickets.json`` (rewritten atomically). Every value is passed through the redactor before
     it is written, so no credential ever reaches the disk.
     """
 
@@ -412,11 +521,16 @@ class StateStore:
         self.rejections_path = state_dir / "rejections.jsonl"
         self.modes_path = state_dir / "modes.json"
         self.tickets_path = state_dir / "tickets.json"
-        self.messages_path = state_dir / "twilio_messages.json"
+        self.messages_path = state_dir / "twilio_messages.jsonl"
         self._lock = threading.RLock()
+        self._ledger_file = JsonlAppender(self.ledger_path)
+        self._messages_file = JsonlAppender(self.messages_path)
         self.warnings: list[str] = []
 
-        self._ledger_seq = _last_seq(read_jsonl(self.ledger_path))
+        # The ledger is also kept in memory (the file is the durable copy), so that
+        # reads and the activity/list routes cost no file read per request.
+        self._ledger: list[dict[str, Any]] = read_jsonl(self.ledger_path)
+        self._ledger_seq = _last_seq(self._ledger)
         self._rejection_seq = _last_seq(read_jsonl(self.rejections_path))
 
         raw_modes = read_json(self.modes_path)
@@ -442,10 +556,13 @@ class StateStore:
             else len(self._tickets) + 1
         )
 
-        messages = read_json(self.messages_path)
-        self._messages: dict[str, dict[str, Any]] = (
-            messages if isinstance(messages, dict) else {}
-        )
+        # Twilio messages in creation order (the list route answers newest first).
+        self._messages: dict[str, dict[str, Any]] = {}
+        for message in read_jsonl(self.messages_path):
+            if isinstance(message.get("sid"), str):
+                self._messages[message["sid"]] = message
+        self._flaky: dict[str, random.Random] = {}
+        self._buckets: dict[str, tuple[float, float]] = {}
 
     # -- ledger and rejections ---------------------------------------------
 
@@ -454,8 +571,10 @@ class StateStore:
             self._ledger_seq += 1
             record = {"seq": self._ledger_seq, "ts": iso_utc(utc_now())}
             record.update(self.redact(dict(entry)))
-            append_jsonl(self.ledger_path, record)
-            return record
+            ticket = self._ledger_file.append(record)
+            self._ledger.append(record)
+        self._ledger_file.sync(ticket)  # on disk before the caller answers
+        return record
 
     def append_rejection(self, entry: Mapping[str, Any]) -> dict[str, Any]:
         with self._lock:
@@ -467,7 +586,7 @@ class StateStore:
 
     def ledger(self) -> list[dict[str, Any]]:
         with self._lock:
-            return read_jsonl(self.ledger_path)
+            return list(self._ledger)
 
     def rejections(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -475,7 +594,7 @@ class StateStore:
 
     def ledger_count(self) -> int:
         with self._lock:
-            return len(read_jsonl(self.ledger_path))
+            return len(self._ledger)
 
     # -- modes ---------------------------------------------------------------
 
@@ -487,26 +606,56 @@ class StateStore:
         with self._lock:
             return dict(self._modes[service])
 
-    def set_mode(self, service: str, mode: str, delay_s: float) -> None:
+    def set_mode(self, service: str, mode: str, delay_s: float, **flaky: Any) -> None:
         with self._lock:
-            self._modes[service] = {"mode": mode, "delay_s": delay_s}
+            self._modes[service] = mode_entry(mode, delay_s, **flaky)
+            self._flaky.pop(service, None)
+            self._buckets.pop(service, None)
             write_json_atomic(self.modes_path, self._modes)
+
+    def rate_take(self, service: str) -> bool:
+        """A token of a ``rate_limit`` service: ``rate`` calls per second, bursts
+        of at most one second's worth; False when the call is over the rate."""
+        with self._lock:
+            rate = float(self._modes[service].get("rate", DEFAULT_RATE_LIMIT))
+            now = time.monotonic()
+            tokens, stamp = self._buckets.get(service, (max(1.0, rate), now))
+            tokens = min(max(1.0, rate), tokens + (now - stamp) * rate)
+            allowed = tokens >= 1.0
+            self._buckets[service] = (tokens - 1.0 if allowed else tokens, now)
+            return allowed
+
+    def flaky_draw(self, service: str) -> int | None:
+        """How the next call of a ``flaky`` service fails (500 or 429, half each)
+        or None: draws from a generator seeded by the mode's ``seed`` when the
+        mode is set (same seed and call order, same sequence)."""
+        with self._lock:
+            mode = self._modes[service]
+            rng = self._flaky.get(service)
+            if rng is None:
+                rng = self._flaky[service] = random.Random(mode.get("seed", 0))
+            if rng.random() >= mode.get("fraction", 0.0):
+                return None
+            return 500 if rng.random() < 0.5 else 429
 
     # -- reset ---------------------------------------------------------------
 
     def reset(self) -> None:
         with self._lock:
-            truncate_file(self.ledger_path)
+            self._ledger_file.truncate()
             truncate_file(self.rejections_path)
+            self._ledger = []
             self._ledger_seq = 0
             self._rejection_seq = 0
             self._modes = default_modes()
+            self._flaky = {}
+            self._buckets = {}
             write_json_atomic(self.modes_path, self._modes)
             self._tickets = {}
             self._next_ticket = 1
             self._save_tickets()
             self._messages = {}
-            write_json_atomic(self.messages_path, self._messages)
+            self._messages_file.truncate()
 
     # -- tickets -------------------------------------------------------------
 
@@ -590,8 +739,16 @@ class StateStore:
         with self._lock:
             stored = self.redact(dict(message))
             self._messages[stored["sid"]] = stored
-            write_json_atomic(self.messages_path, self._messages)
-            return dict(stored)
+            ticket = self._messages_file.append(stored)
+        self._messages_file.sync(ticket)
+        return dict(stored)
+
+    def list_messages(
+        self, keep: Callable[[dict[str, Any]], bool]
+    ) -> list[dict[str, Any]]:
+        """The stored messages that ``keep`` accepts, newest first."""
+        with self._lock:
+            return [dict(m) for m in reversed(self._messages.values()) if keep(m)]
 
     def get_message(self, sid: str) -> dict[str, Any] | None:
         """A stored message; the first fetch marks it delivered (the emulator
@@ -603,7 +760,7 @@ class StateStore:
             if message.get("status") == "queued":
                 now = rfc2822(utc_now())
                 message.update(status="delivered", date_sent=now, date_updated=now)
-                write_json_atomic(self.messages_path, self._messages)
+                self._messages_file.sync(self._messages_file.append(message))
             return dict(message)
 
 
@@ -742,8 +899,18 @@ def outage_response(service: str) -> Response:
     return tickets_error(503, "service_unavailable", "ticket tracker is unavailable")
 
 
-def quota_response(service: str) -> Response:
-    retry = {"Retry-After": str(RETRY_AFTER_S)}
+def flaky_error_response(service: str) -> Response:
+    if service == "twilio":
+        return twilio_error(500, 20500, "Internal Server Error")
+    if service == "sendgrid":
+        return sendgrid_error(500, "Internal Server Error")
+    if service == "slack":
+        return text_response(500, "internal_error")
+    return tickets_error(500, "internal_error", "internal server error")
+
+
+def quota_response(service: str, retry_after_s: int = RETRY_AFTER_S) -> Response:
+    retry = {"Retry-After": str(retry_after_s)}
     if service == "twilio":
         response = twilio_error(429, 20429, "Too Many Requests")
     elif service == "sendgrid":
@@ -880,6 +1047,106 @@ def validate_sendgrid_mail(payload: Any) -> tuple[list[str], str, str, str]:
     return recipients, sender_email, subject, body
 
 
+SENDGRID_KEY_SCOPES: tuple[str, ...] = ("mail.send", "messages.read", "user.profile.read")
+_ACTIVITY_CLAUSE_RE = re.compile(
+    r"""^\(?\s*(?P<field>[a-z_]+)(?:\[\s*'(?P<arg>[^']+)'\s*\])?\s*=\s*"(?P<value>[^"]*)"\s*\)?$"""
+)
+ACTIVITY_FIELDS: tuple[str, ...] = (
+    "msg_id", "from_email", "subject", "to_email", "status", "unique_args", "custom_args",
+)  # fmt: skip
+
+
+def sendgrid_custom_args(payload: Mapping[str, Any]) -> dict[str, str]:
+    """The message's ``custom_args`` (top level, then each personalization's)."""
+    merged: dict[str, str] = {}
+    sources = [payload.get("custom_args")]
+    personalizations = payload.get("personalizations")
+    if isinstance(personalizations, list):
+        sources += [p.get("custom_args") for p in personalizations if isinstance(p, dict)]
+    for source in sources:
+        if isinstance(source, dict):
+            merged.update({str(k): str(v) for k, v in source.items()})
+    return merged
+
+
+def parse_activity_query(query: str) -> list[tuple[str, str | None, str]]:
+    """SendGrid's activity query language, the subset the runbooks use:
+    clauses ``field="value"`` or ``unique_args['name']="value"`` joined by ``AND``."""
+    clauses: list[tuple[str, str | None, str]] = []
+    if not query.strip():
+        return clauses
+    for part in re.split(r"\s+AND\s+", query.strip()):
+        match = _ACTIVITY_CLAUSE_RE.match(part.strip())
+        if not match or match["field"] not in ACTIVITY_FIELDS:
+            raise ValueError(
+                f"invalid query clause {part.strip()[:80]!r}; accepted: "
+                + ", ".join(f'{f}="..."' for f in ACTIVITY_FIELDS[:5])
+                + ", unique_args['name']=\"...\" joined by AND"
+            )
+        if (match["arg"] is None) != (match["field"] not in ("unique_args", "custom_args")):
+            raise ValueError(f"invalid query clause {part.strip()[:80]!r}")
+        clauses.append((match["field"], match["arg"], match["value"]))
+    return clauses
+
+
+def activity_message(entry: Mapping[str, Any], to_email: str, index: int) -> dict[str, Any]:
+    return {
+        "from_email": entry.get("from"),
+        "msg_id": f"{entry.get('provider_id')}.filter0001p1akig-{entry.get('seq')}-{index}.0",
+        "subject": entry.get("subject"),
+        "to_email": to_email,
+        "status": "delivered",
+        "opens_count": 0,
+        "clicks_count": 0,
+        "last_event_time": entry.get("ts"),
+    }
+
+
+def activity_matches(
+    message: Mapping[str, Any], entry: Mapping[str, Any], clause: tuple[str, str | None, str]
+) -> bool:
+    field_name, arg, value = clause
+    if arg is not None:
+        args = (entry.get("details") or {}).get("custom_args") or {}
+        return args.get(arg) == value
+    return message.get(field_name) == value
+
+
+def parse_rfc2822(text: str) -> datetime:
+    return datetime.strptime(text, "%a, %d %b %Y %H:%M:%S +0000").replace(tzinfo=UTC)
+
+
+def _twilio_time(text: str, end_of_day: bool) -> datetime:
+    value = text.strip()
+    try:
+        if len(value) == 10:
+            moment = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+            return moment.replace(hour=23, minute=59, second=59) if end_of_day else moment
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"DateSent must be YYYY-MM-DD or an ISO 8601 UTC time, not {value[:40]!r}"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def twilio_date_window(query: Mapping[str, list[str]]) -> tuple[datetime, datetime]:
+    """The ``DateSent`` filters as an inclusive window. In a query string
+    ``DateSent>=X`` arrives as the key ``DateSent>`` with the value ``X``."""
+    low = datetime.min.replace(tzinfo=UTC)
+    high = datetime.max.replace(tzinfo=UTC)
+    for key, values in query.items():
+        for value in values:
+            if key == "DateSent":
+                low = max(low, _twilio_time(value, False))
+                high = min(high, _twilio_time(value, True))
+            elif key in ("DateSent>", "DateSent>="):
+                low = max(low, _twilio_time(value.lstrip("="), False))
+            elif key in ("DateSent<", "DateSent<="):
+                high = min(high, _twilio_time(value.lstrip("="), True))
+    return low, high
+
+
 # --------------------------------------------------------------------------
 # The emulator application (HTTP-independent, so it is easy to test)
 # --------------------------------------------------------------------------
@@ -906,10 +1173,18 @@ class Emulator:
             # method, path pattern, service (None: control API), operation, handler
             ("POST", acct + r"/Messages\.json$", "twilio", "message.create",
              self.twilio_create),
+            ("GET", acct + r"/Messages\.json$", "twilio", "message.list",
+             self.twilio_list),
             ("GET", acct + r"/Messages/(?P<message_sid>[^/]+)\.json$", "twilio",
              "message.fetch", self.twilio_fetch),
+            ("GET", acct + r"\.json$", "twilio", "account.fetch",
+             self.twilio_account),
             ("POST", r"^/sendgrid/v3/mail/send$", "sendgrid", "mail.send",
              self.sendgrid_send),
+            ("GET", r"^/sendgrid/v3/messages$", "sendgrid", "messages.list",
+             self.sendgrid_activity),
+            ("GET", r"^/sendgrid/v3/scopes$", "sendgrid", "scopes.list",
+             self.sendgrid_scopes),
             ("POST", r"^/slack/services/(?P<hook>.+)$", "slack", "webhook.post",
              self.slack_post),
             ("POST", r"^/tickets/api/v1/incidents$", "tickets", "incident.create",
@@ -980,6 +1255,20 @@ class Emulator:
                 raise Rejected(unauthorized_response(service), "auth")
             if mode["mode"] == "quota":
                 raise Rejected(quota_response(service), "mode:quota")
+            if mode["mode"] == "rate_limit" and not self.store.rate_take(service):
+                raise Rejected(
+                    quota_response(service, mode.get("retry_after_s", 1)),
+                    "mode:rate_limit",
+                )
+            failure = self.store.flaky_draw(service) if mode["mode"] == "flaky" else None
+            if failure == 500:
+                # Refused before the handler runs: nothing is sent or recorded.
+                raise Rejected(flaky_error_response(service), "mode:flaky:500")
+            if failure == 429:
+                raise Rejected(
+                    quota_response(service, mode.get("retry_after_s", 1)),
+                    "mode:flaky:429",
+                )
             return route.handler(req, params)
         except Rejected as rejected:
             self._record_rejection(
@@ -1144,6 +1433,89 @@ class Emulator:
         )
         return json_response(201, self._twilio_resource(message))
 
+    def twilio_account(self, req: Request, params: dict[str, str]) -> Response:
+        """``GET /2010-04-01/Accounts/{Sid}.json``: the account, status active."""
+        sid = self.credentials.twilio_account_sid
+        created = rfc2822(datetime.fromtimestamp(0, UTC))
+        return json_response(
+            200,
+            {
+                "auth_token": REDACTED,
+                "date_created": created,
+                "date_updated": created,
+                "friendly_name": "AKIG lab account",
+                "owner_account_sid": sid,
+                "sid": sid,
+                "status": "active",
+                "type": "Full",
+                "uri": f"/2010-04-01/Accounts/{sid}.json",
+            },
+        )
+
+    def twilio_list(self, req: Request, params: dict[str, str]) -> Response:
+        """``GET .../Messages.json``: filters ``To``, ``From``, ``DateSent``,
+        ``DateSent>=``/``DateSent<=`` (a date or an ISO 8601 UTC time; a
+        message not yet reported sent is filtered by its creation time),
+        ``PageSize`` (1-1000, default 50), ``Page``/``PageToken``; newest first."""
+        try:
+            size = int(req.query_value("PageSize") or "50")
+            page = int(req.query_value("Page") or "0")
+        except ValueError:
+            size = page = -1
+        if not 1 <= size <= 1000 or page < 0:
+            raise Rejected(
+                twilio_error(400, 20001, "Invalid PageSize or Page"),
+                "validation:20001",
+            )
+        try:
+            window = twilio_date_window(req.query)
+        except ValueError as exc:
+            raise Rejected(twilio_error(400, 20001, str(exc)), "validation:20001") from None
+        to = req.query_value("To")
+        sender = req.query_value("From")
+
+        def keep(message: dict[str, Any]) -> bool:
+            if to is not None and message.get("to") != to:
+                return False
+            if sender is not None and message.get("from") != sender:
+                return False
+            sent = parse_rfc2822(message.get("date_sent") or message["date_created"])
+            return window[0] <= sent <= window[1]
+
+        found = self.store.list_messages(keep)
+        start = page * size
+        chunk = found[start : start + size]
+        sid = self.credentials.twilio_account_sid
+        base = f"/2010-04-01/Accounts/{sid}/Messages.json"
+        kept = [
+            (k, v)
+            for k, values in req.query.items()
+            if k not in ("Page", "PageSize", "PageToken")
+            for v in values
+        ]
+
+        def page_uri(number: int) -> str:
+            query = kept + [("PageSize", str(size)), ("Page", str(number))]
+            if number:
+                query.append(("PageToken", f"PA{number * size}"))
+            return base + "?" + urlencode(query, safe="<>=:")
+
+        more = start + size < len(found)
+        return json_response(
+            200,
+            {
+                "messages": [self._twilio_resource(m) for m in chunk],
+                "end": start + max(len(chunk), 1) - 1,
+                "first_page_uri": page_uri(0),
+                "next_page_uri": page_uri(page + 1) if more else None,
+                "page": page,
+                "page_size": size,
+                "previous_page_uri": page_uri(page - 1) if page else None,
+                "start": start,
+                "uri": page_uri(page),
+            },
+        )
+
     def twilio_fetch(self, req: Request, params: dict[str, str]) -> Response:
         message = self.store.get_message(params["message_sid"])
         if message is None:
@@ -1160,6 +1532,7 @@ class Emulator:
                 sendgrid_error(400, "Bad Request"), "validation:json"
             ) from None
         to, sender, subject, body = validate_sendgrid_mail(payload)
+        custom_args = sendgrid_custom_args(payload)
         message_id = secrets.token_urlsafe(16)[:22]
         self.store.append_ledger(
             self._ledger_entry(
@@ -1171,9 +1544,46 @@ class Emulator:
                 subject=subject,
                 body=body,
                 provider_id=message_id,
+                details={"custom_args": custom_args},
             )
         )
         return Response(202, b"", None, {"X-Message-Id": message_id})
+
+    def sendgrid_activity(self, req: Request, params: dict[str, str]) -> Response:
+        """``GET /v3/messages?query=...&limit=n`` (Email Activity Feed), newest first."""
+        limit_text = req.query_value("limit") or "10"
+        try:
+            limit = int(limit_text)
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 1000:
+            raise Rejected(
+                sendgrid_error(400, "limit must be an integer between 1 and 1000", "limit"),
+                "validation:limit",
+            )
+        try:
+            clauses = parse_activity_query(req.query_value("query") or "")
+        except ValueError as exc:
+            raise Rejected(
+                sendgrid_error(400, str(exc), "query"), "validation:query"
+            ) from None
+        found: list[dict[str, Any]] = []
+        arg_clauses = [c for c in clauses if c[1] is not None]
+        for entry in reversed(self.store.ledger()):
+            if entry.get("service") != "sendgrid" or entry.get("operation") != "mail.send":
+                continue
+            if not all(activity_matches({}, entry, c) for c in arg_clauses):
+                continue  # cheap test first: custom_args are per message
+            for index, to_email in enumerate(entry.get("to") or []):
+                message = activity_message(entry, to_email, index)
+                if all(activity_matches(message, entry, c) for c in clauses):
+                    found.append(message)
+            if len(found) >= limit:
+                break
+        return json_response(200, {"messages": found[:limit]})
+
+    def sendgrid_scopes(self, req: Request, params: dict[str, str]) -> Response:
+        return json_response(200, {"scopes": list(SENDGRID_KEY_SCOPES)})
 
     # -- Slack ---------------------------------------------------------------
 
@@ -1373,18 +1783,13 @@ class Emulator:
 
     def control_mode_set(self, req: Request, params: dict[str, str]) -> Response:
         try:
-            service, mode, delay = validate_mode_request(parse_json_body(req.body))
+            service, entry = validate_mode_fields(parse_json_body(req.body))
         except ValueError as exc:
             return json_response(400, {"error": str(exc)})
-        self.store.set_mode(service, mode, delay)
+        flaky = {k: v for k, v in entry.items() if k not in ("mode", "delay_s")}
+        self.store.set_mode(service, entry["mode"], entry["delay_s"], **flaky)
         return json_response(
-            200,
-            {
-                "service": service,
-                "mode": mode,
-                "delay_s": delay,
-                "modes": self.store.modes(),
-            },
+            200, {"service": service, **entry, "modes": self.store.modes()}
         )
 
 
@@ -1419,6 +1824,9 @@ class BodyError(Exception):
 class EmulatorRequestHandler(BaseHTTPRequestHandler):
     server: EmulatorHTTPServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; without TCP_NODELAY the second waits for the
+    # client's delayed ACK (~40 ms per answer on a keep-alive connection).
+    disable_nagle_algorithm = True
     server_version = f"AKIG-SaaS-Emulator/{VERSION}"
     sys_version = ""
 

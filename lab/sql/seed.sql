@@ -2,7 +2,8 @@
 --   psql -v ON_ERROR_STOP=1 -v probe_password='...' -d akig_db -f lab/sql/seed.sql
 --
 -- 2000 users, the probe user probe@akig.example (role oncall, password =
--- :probe_password), 5000 contracts, 200000 payments (40 monthly due dates per
+-- :probe_password), the authentication check account auth-check@akig.example (password =
+-- :auth_check_password, when given), 5000 contracts, 200000 payments (40 monthly due dates per
 -- contract, rows interleaved by month like a real ledger), no notifications.
 -- Re-running is harmless: existing rows are kept, only the probe user's
 -- password is reset to :probe_password.
@@ -38,6 +39,15 @@ INSERT INTO users (email, full_name, password_hash, role)
 VALUES ('probe@akig.example', 'Sonde Astreinte', crypt(:'probe_password', gen_salt('bf', 4)), 'oncall')
 ON CONFLICT (email) DO UPDATE
    SET password_hash = EXCLUDED.password_hash, role = 'oncall';
+
+-- The authentication check account of RB-P1-002 (synthetic login, token use, account creation),
+-- password = :auth_check_password (the lab's generated secret auth_check_password).
+\if :{?auth_check_password}
+INSERT INTO users (email, full_name, password_hash, role)
+VALUES ('auth-check@akig.example', 'Contrôle Authentification', crypt(:'auth_check_password', gen_salt('bf', 4)), 'oncall')
+ON CONFLICT (email) DO UPDATE
+   SET password_hash = EXCLUDED.password_hash, role = 'oncall';
+\endif
 
 -- Contracts: 40-month leases that started within the last ~3 years, so each
 -- has paid/late instalments in the past and 'due' ones ahead.

@@ -15,6 +15,23 @@ const db = require('./db');
 const SESSION_PREFIX = 'akig:sess:';
 const USER_SESSIONS_PREFIX = 'akig:user_sessions:';
 
+// The class of an authentication failure, logged as `auth failure` {class} (never the token, the
+// password or the secret) so that the on-call runbook (RB-P1-002) can count them by class.
+const AUTH_FAILURE_CLASSES = [
+  'invalid_signature', 'expired', 'malformed', 'unknown_user', 'bad_password', 'session_missing', 'session_corrupt',
+];
+
+// Class of a jsonwebtoken verify error (or of a token that is not there or lacks its claims).
+function tokenFailureClass(err) {
+  if (err && err.name === 'TokenExpiredError') return 'expired';
+  if (err && err.name === 'JsonWebTokenError' && /signature/i.test(err.message || '')) return 'invalid_signature';
+  return 'malformed';
+}
+
+function authFailure(cls, fields = {}) {
+  log.warn('auth failure', { class: cls, ...fields });
+}
+
 function createApp({ cfg, pool, redis, revision, state = { shuttingDown: false } }) {
   const app = express();
   app.disable('x-powered-by');
@@ -77,6 +94,7 @@ function createApp({ cfg, pool, redis, revision, state = { shuttingDown: false }
       instance: process.env.NODE_APP_INSTANCE !== undefined ? Number(process.env.NODE_APP_INSTANCE) : null,
       uptime_s: Math.round((Date.now() - started) / 1000),
       read_only: maintenance.isMaintenance(cfg.MAINTENANCE_FILE),
+      banner: maintenance.readBanner(maintenance.bannerFile(cfg.MAINTENANCE_FILE)),
       jwt_fingerprint: jwtFingerprint,
     };
     let code = 200;
@@ -90,6 +108,11 @@ function createApp({ cfg, pool, redis, revision, state = { shuttingDown: false }
       code = 503;
     }
     res.status(code).json(body);
+  });
+
+  // The users' banner (maintenance.js): shown by the frontend while the on-call runbook sets it.
+  app.get('/api/banner', (req, res) => {
+    res.json({ banner: maintenance.readBanner(maintenance.bannerFile(cfg.MAINTENANCE_FILE)) });
   });
 
   // ----------------------------------------------------------------- login
@@ -117,6 +140,7 @@ function createApp({ cfg, pool, redis, revision, state = { shuttingDown: false }
       log.warn('login: unusable password hash', { user_id: String(user.id), ...log.errorInfo(err) });
     }
     if (!ok) {
+      authFailure(user ? 'bad_password' : 'unknown_user', { route: 'login' });
       res.status(401).json({ error: 'Invalid credentials' });
       return;
     }
@@ -136,6 +160,8 @@ function createApp({ cfg, pool, redis, revision, state = { shuttingDown: false }
       for (const [err] of results) if (err) throw err;
     } catch (err) {
       log.error('login: session store error', log.errorInfo(err));
+      // a key of the wrong type where a session belongs: the session store is corrupt
+      if (log.errorCode(err) === 'WRONGTYPE') authFailure('session_corrupt', { route: 'login', user_id: userId });
       res.status(503).json({ error: 'Session store error' });
       return;
     }
@@ -191,7 +217,8 @@ function createApp({ cfg, pool, redis, revision, state = { shuttingDown: false }
       if (!m) throw new Error('no bearer token');
       claims = jwt.verify(m[1], cfg.JWT_SECRET, { algorithms: ['HS256'] });
       if (!claims.sid || !claims.sub) throw new Error('missing claims');
-    } catch {
+    } catch (err) {
+      authFailure(tokenFailureClass(err), { route: req.path });
       res.status(401).json({ error: 'Invalid token' });
       return;
     }
@@ -200,10 +227,12 @@ function createApp({ cfg, pool, redis, revision, state = { shuttingDown: false }
       raw = await withTimeout(redis.get(`${SESSION_PREFIX}${claims.sid}`), 3000);
     } catch (err) {
       log.error('auth: session store error', log.errorInfo(err));
+      if (log.errorCode(err) === 'WRONGTYPE') authFailure('session_corrupt', { route: req.path, user_id: String(claims.sub) });
       res.status(503).json({ error: 'Session store error' });
       return;
     }
     if (raw === null || raw === undefined) {
+      authFailure('session_missing', { route: req.path, user_id: String(claims.sub) });
       res.status(401).json({ error: 'Session expired' });
       return;
     }
@@ -215,6 +244,7 @@ function createApp({ cfg, pool, redis, revision, state = { shuttingDown: false }
     }
     if (!session || typeof session !== 'object' || String(session.user_id) !== String(claims.sub)) {
       log.warn('corrupt session', { sid_prefix: String(claims.sid).slice(0, 8), user_id: String(claims.sub) });
+      authFailure('session_corrupt', { route: req.path, user_id: String(claims.sub) });
       res.status(401).json({ error: 'Invalid token' });
       return;
     }
@@ -306,6 +336,60 @@ function createApp({ cfg, pool, redis, revision, state = { shuttingDown: false }
     }
   });
 
+  // ----------------------------------------------------------------- users
+  // Account creation (the runbooks' synthetic check creates a throwaway account and deletes it);
+  // an account may be deleted only by the user who created it.
+  app.post('/api/users', requireAuth, async (req, res) => {
+    const b = req.body || {};
+    const email = typeof b.email === 'string' ? b.email.trim().toLowerCase() : '';
+    const fullName = typeof b.full_name === 'string' ? b.full_name.trim() : '';
+    const password = typeof b.password === 'string' ? b.password : '';
+    const errors = [];
+    if (!/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(email) || email.length > 254) errors.push('email is invalid');
+    if (!fullName || fullName.length > 200) errors.push('full_name is required (at most 200 characters)');
+    if (password.length < 12 || password.length > 72) errors.push('password must be 12 to 72 characters');
+    if (errors.length) {
+      res.status(400).json({ error: errors.join('; ') });
+      return;
+    }
+    try {
+      const hash = await bcrypt.hash(password, 8);
+      const r = await pool.query(
+        `INSERT INTO users (email, full_name, password_hash, role, created_by)
+         VALUES ($1, $2, $3, 'agent', $4)
+         RETURNING id, email, full_name, role, created_at`,
+        [email, fullName, hash, req.user.id],
+      );
+      const u = r.rows[0];
+      res.status(201).json({ ...u, id: String(u.id) });
+    } catch (err) {
+      if (err.code === '23505') {
+        res.status(409).json({ error: 'An account with this email already exists' });
+        return;
+      }
+      dbFail(res, 'create user', err);
+    }
+  });
+
+  app.delete('/api/users/:id', requireAuth, async (req, res) => {
+    if (!/^[1-9][0-9]{0,18}$/.test(req.params.id)) {
+      res.status(404).json({ error: 'User not found' });
+      return;
+    }
+    try {
+      const r = await pool.query('DELETE FROM users WHERE id = $1 AND created_by = $2 RETURNING id', [req.params.id, req.user.id]);
+      if (r.rowCount === 1) {
+        res.status(204).end();
+        return;
+      }
+      const exists = await pool.query('SELECT 1 FROM users WHERE id = $1', [req.params.id]);
+      if (exists.rowCount) res.status(403).json({ error: 'You can only delete accounts you created' });
+      else res.status(404).json({ error: 'User not found' });
+    } catch (err) {
+      dbFail(res, 'delete user', err);
+    }
+  });
+
   // A real write through the app that touches no business data: an upsert of one row per probe
   // name (the on-call runbooks prove the database takes writes again with it, not with a payment).
   app.post('/api/health/write-probe', requireAuth, async (req, res) => {
@@ -374,4 +458,4 @@ function createApp({ cfg, pool, redis, revision, state = { shuttingDown: false }
   return app;
 }
 
-module.exports = { createApp, SESSION_PREFIX, USER_SESSIONS_PREFIX };
+module.exports = { createApp, SESSION_PREFIX, USER_SESSIONS_PREFIX, AUTH_FAILURE_CLASSES, tokenFailureClass };

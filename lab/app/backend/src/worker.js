@@ -4,7 +4,9 @@
 // Every WORKER_INTERVAL_MS: claim up to WORKER_BATCH due rows of
 // notification_queue, send them through Twilio (sms) / SendGrid (email) with
 // the row's Idempotency-Key, then record the result (see queue.js for the
-// delivery semantics). Database or provider outages are logged and retried;
+// delivery semantics). The rows of a paused provider's channel
+// (notification_provider_state.paused, read every tick) are not claimed, and
+// rows claimed by a replay (claimed_by 'replay:%') are never reset here. Database or provider outages are logged and retried;
 // the worker never exits because of them.
 //
 // SIGINT/SIGTERM (pm2 stop/restart/reload): no new send starts; the sends in
@@ -43,6 +45,7 @@ function main(cfg) {
   let lastReset = 0;
   let consecutiveErrors = 0;
   let lastErrorLog = 0;
+  let lastPaused = '';
   // Results whose database update failed (DB outage right after the send):
   // retried first on the next ticks so the row does not get re-sent later.
   const pendingUpdates = new Map();
@@ -73,7 +76,16 @@ function main(cfg) {
       lastReset = Date.now();
       if (n) log.warn('reset rows stuck in sending', { count: n });
     }
-    const rows = await queue.claimBatch(pool, cfg.WORKER_BATCH);
+    // The pause switch is read every tick (one small query): a runbook's pause takes effect
+    // within WORKER_INTERVAL_MS, without a reload.
+    const paused = await queue.pausedProviders(pool);
+    const key = paused.join(',');
+    if (key !== lastPaused) {
+      if (paused.length) log.warn('providers paused: their channels wait in the queue', { paused });
+      else if (lastPaused) log.info('providers unpaused', { was: lastPaused.split(',') });
+      lastPaused = key;
+    }
+    const rows = await queue.claimBatch(pool, cfg.WORKER_BATCH, queue.claimableChannels(paused));
     if (!rows.length) return;
     const stats = { claimed: rows.length, sent: 0, retry: 0, failed: 0, released: 0 };
     const unsent = await mapLimit(rows, cfg.WORKER_CONCURRENCY, async (row) => {

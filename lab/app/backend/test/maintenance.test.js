@@ -64,3 +64,25 @@ test('middleware answers 503 with the French message', () => {
     fs.unlinkSync(flag);
   }
 });
+
+test('the banner file sits next to the maintenance flag and is shown while it holds text', () => {
+  assert.equal(m.bannerFile(flag), path.join(dir, 'banner.txt'));
+  assert.equal(m.bannerFile(''), '');
+  const banner = m.bannerFile(flag);
+  assert.equal(m.readBanner(banner), null);
+  assert.equal(m.readBanner(''), null);
+  fs.writeFileSync(banner, '  Envoi des SMS retardé :\n\nnous rejouons les messages.  ');
+  try {
+    const b = m.readBanner(banner);
+    assert.equal(b.message, 'Envoi des SMS retardé : nous rejouons les messages.');
+    assert.ok(!Number.isNaN(Date.parse(b.since)));
+    fs.writeFileSync(banner, 'x'.repeat(2000));
+    assert.equal(m.readBanner(banner).message.length, m.BANNER_MAX);
+    fs.writeFileSync(banner, '   \n');
+    assert.equal(m.readBanner(banner), null, 'an empty banner is no banner');
+  } finally {
+    fs.unlinkSync(banner);
+  }
+  // the banner never blocks a write
+  assert.equal(m.isWriteBlocked('POST', '/api/payments', flag), false);
+});

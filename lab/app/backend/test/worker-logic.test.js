@@ -75,3 +75,14 @@ test('mapLimit on shutdown: in-flight items finish, the rest are returned unstar
   assert.deepEqual(skipped.map((r) => r.id), items.map((r) => r.id).filter((id) => !started.includes(id)));
   assert.equal(started.length + skipped.length, 50);
 });
+
+test('the worker claims only the channels of providers that are not paused', () => {
+  const { claimableChannels, PROVIDER_OF_CHANNEL } = require('../src/queue');
+  assert.deepEqual(claimableChannels([]), ['sms', 'email']);
+  assert.deepEqual(claimableChannels(undefined), ['sms', 'email']);
+  assert.deepEqual(claimableChannels(['twilio']), ['email']);
+  assert.deepEqual(claimableChannels(['sendgrid']), ['sms']);
+  assert.deepEqual(claimableChannels(['twilio', 'sendgrid']), []);
+  assert.deepEqual(claimableChannels(['unknown']), ['sms', 'email']);
+  assert.deepEqual(PROVIDER_OF_CHANNEL, { sms: 'twilio', email: 'sendgrid' });
+});

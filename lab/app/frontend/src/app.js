@@ -80,6 +80,7 @@
           (c.latency_ms !== undefined ? esc(c.latency_ms) + ' ms' : '') + (c.error ? ' · ' + esc(c.error) : '') + '</div></div>';
       }
       root.innerHTML = '<h1>Tableau de bord</h1>' +
+        (h.banner && h.banner.message ? '<div class="card warn" role="status">' + esc(h.banner.message) + '</div>' : '') +
         '<div class="card"><strong>API :</strong> <span class="' + (r.code === 200 ? 'ok' : 'error') + '">' +
         esc(h.status) + '</span> ' + (h.error ? '<span class="error">' + esc(h.error) + '</span>' : '') +
         (h.read_only ? ' <span class="warn">Mode maintenance (lecture seule)</span>' : '') +
