@@ -77,12 +77,31 @@ def populate(client: redis.Redis, prefix: str, strings: int = 50) -> None:
     pipe.execute()
 
 
-def snapshot(client: redis.Redis, pattern: str = "*") -> dict[bytes, tuple[bytes, int]]:
-    """Every key matching ``pattern``: its DUMP payload (value and type) and its TTL in seconds (-1 none)."""
-    return {key: (client.dump(key), client.ttl(key)) for key in client.scan_iter(match=pattern, count=1000)}
+def value_of(client: redis.Redis, key: bytes) -> tuple[Any, ...]:
+    """A key's type and value, compared as data: a DUMP payload is not canonical (a set restored from its DUMP
+    can be re-encoded in another order), so two equal sets may DUMP differently."""
+    kind = client.type(key).decode()
+    if kind == "string":
+        return kind, client.get(key)
+    if kind == "hash":
+        return kind, sorted(client.hgetall(key).items())
+    if kind == "list":
+        return kind, client.lrange(key, 0, -1)
+    if kind == "set":
+        return kind, sorted(client.smembers(key))
+    if kind == "zset":
+        return kind, client.zrange(key, 0, -1, withscores=True)
+    if kind == "stream":
+        return kind, client.xrange(key)
+    return kind, client.dump(key)
 
 
-def assert_same(before: dict[bytes, tuple[bytes, int]], after: dict[bytes, tuple[bytes, int]], slack_s: int = 30) -> None:
+def snapshot(client: redis.Redis, pattern: str = "*") -> dict[bytes, tuple[Any, int]]:
+    """Every key matching ``pattern``: its type and value, and its TTL in seconds (-1 none)."""
+    return {key: (value_of(client, key), client.ttl(key)) for key in client.scan_iter(match=pattern, count=1000)}
+
+
+def assert_same(before: dict[bytes, tuple[Any, int]], after: dict[bytes, tuple[Any, int]], slack_s: int = 30) -> None:
     assert set(after) == set(before), (sorted(set(before) ^ set(after))[:10])
     for key, (payload, ttl) in before.items():
         assert after[key][0] == payload, key

@@ -237,7 +237,7 @@ def test_planned_failover_stops_fences_and_promotes_without_loss(ansible: Ansibl
         assert lsn_bytes(result["lsn_at_promotion"]) > lsn_bytes(checkpoint), result
         assert isinstance(result["catchup_seconds"], float) and 0 <= result["catchup_seconds"] < 10
         assert result["timeline_before"] == 1 and result["timeline_after"] == 2
-        assert re.match(r"waited [0-9.]+ s until 127\.0\.0\.93:55493 had received past %s " % checkpoint,
+        assert re.match(r"waited [0-9.]+ s until %s had received past %s " % (re.escape(SPARE.target), checkpoint),
                         result["actions"][0]), result["actions"]
         # nothing the old primary wrote is missing on the new one
         assert cluster.scalar(spare, "SELECT count(*) FROM akig_test_writes") == rows_on_primary
@@ -504,10 +504,10 @@ def test_promote_catchup_timeout_promotes_nothing(ansible: Ansible, cluster: PgC
     assert timed_out.rc != 0 and timed_out.status == "FAILED!", timed_out.stdout + timed_out.stderr
     result = timed_out.result
     assert re.fullmatch(
-        r"127\.0\.0\.93:55493 did not catch up with the old primary within catchup_timeout=1 s: it has received WAL "
+        re.escape(SPARE.target) + r" did not catch up with the old primary within catchup_timeout=1 s: it has received WAL "
         r"up to [0-9A-F]+/[0-9A-F]+ \(replayed [0-9A-F]+/[0-9A-F]+\), [0-9]+ bytes behind FF/0, and must receive past "
         r"it; nothing was promoted\. Check replication "
-        r"\(pg_stat_wal_receiver on 127\.0\.0\.93:55493, the server logs of both nodes\), then re-run; or re-run "
+        r"\(pg_stat_wal_receiver on " + re.escape(SPARE.target) + r", the server logs of both nodes\), then re-run; or re-run "
         r"without wait_received_lsn to promote anyway \(forcing\), losing the WAL it lacks",
         result["msg"],
     ), result["msg"]
@@ -519,13 +519,13 @@ def test_promote_catchup_timeout_promotes_nothing(ansible: Ansible, cluster: PgC
 
     assert plan_far.rc == 0 and plan_far.status == "CHANGED", plan_far.stdout + plan_far.stderr
     assert plan_far.result["actions"][0].startswith(
-        "wait up to 15 s until 127.0.0.93:55493 has received past FF/0 and replayed all it received; it has not yet: "
+        "wait up to 15 s until " + SPARE.target + " has received past FF/0 and replayed all it received; it has not yet: "
         "it has received WAL up to "), plan_far.result["actions"]
     assert plan_far.result["catchup_seconds"] == 0.0
     assert plan_near.rc == 0 and plan_near.status == "CHANGED", plan_near.stdout + plan_near.stderr
     assert plan_near.result["actions"][0].startswith(
-        "127.0.0.93:55493 has already received past 0/1000000 (received "), plan_near.result["actions"]
-    assert plan_near.result["actions"][1].startswith("promote 127.0.0.93:55493 (standby on timeline 1")
+        SPARE.target + " has already received past 0/1000000 (received "), plan_near.result["actions"]
+    assert plan_near.result["actions"][1].startswith("promote " + SPARE.target + " (standby on timeline 1")
 
     assert bad.rc != 0 and bad.status == "FAILED!", bad.stdout + bad.stderr
     assert bad.result["msg"].startswith("wait_received_lsn: 'not-an-lsn' is not a PostgreSQL LSN")
