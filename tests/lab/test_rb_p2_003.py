@@ -1,0 +1,192 @@
+"""RB-P2-003 (SMS/e-mail outage) against the real lab: a provider fault, a few hundred waiting notifications
+(mixed kinds, préavis with due times, some past due), the runbook, then from outside: every message delivered
+exactly once (the emulator's ledger joined with the queue), the fallback used where the matrix says and only
+there, a préavis past due made the incident P1, the pause switch and the banner as the outcome requires, the
+lock free, and no lab secret in the output, the artifacts or the report. Plus the bad inputs, each refused
+before any page, ticket or lock."""
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+import threading
+from collections import Counter
+from pathlib import Path
+import psycopg2
+import pytest
+
+from conftest import SAAS, STATE, ansible_playbook, http, incident_locks, labctl, ledger, read_secrets, wait_until
+
+PLAYBOOK = "playbooks/rb-p2-003-notification-outage.yml"
+COUNT = 240          # 60 of them préavis
+OVERDUE = 3          # préavis already past their due time: the incident is P1
+# The inventory's matrix (inventories/lab): sms -> email -> push, email -> sms -> dashboard, préavis -> phone_call
+EXPECTED_FALLBACK = {  # fault -> (channel routed away, its fallback, the préavis' fallback)
+    "sms_provider_down": ("sms", "email", "phone_call"),
+    "email_provider_down": ("email", "sms", "phone_call"),
+}
+
+
+def db(secrets: dict[str, str], sql: str, params: tuple = ()) -> list[tuple]:
+    conn = psycopg2.connect(host="127.0.0.11", port=5432, user="postgres", dbname="akig_db",
+                            password=secrets["pg_superuser_password"], connect_timeout=3)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+def paused(secrets: dict[str, str]) -> set[str]:
+    return {r[0] for r in db(secrets, "SELECT provider FROM notification_provider_state WHERE paused")}
+
+
+def incident_dir(out: str) -> Path:
+    ids = sorted(set(re.findall(r"INC-\d{8}-\d{4}-P\d-[0-9a-f]{4}", out)))
+    assert ids, "no incident id in the output"
+    return STATE / "incidents" / ids[-1]
+
+
+def assert_no_secret(secrets: dict[str, str], texts: dict[str, str]) -> None:
+    for name, value in secrets.items():
+        if len(str(value)) < 8:
+            continue
+        for where, text in texts.items():
+            assert str(value) not in text, f"the lab secret {name} appears in {where}"
+
+
+def artifact_texts(folder: Path) -> dict[str, str]:
+    texts = {}
+    for path in folder.rglob("*"):
+        if path.is_file() and path.suffixes[-2:] == [".tar", ".gz"]:
+            with tarfile.open(path) as tar:
+                for member in tar.getmembers():
+                    fh = tar.extractfile(member)
+                    if fh:
+                        texts[f"{path.name}:{member.name}"] = fh.read().decode(errors="replace")
+        elif path.is_file():
+            texts[str(path)] = path.read_text(errors="replace")
+    return texts
+
+
+@pytest.fixture(scope="module")
+def current_lab() -> None:
+    """One reset per module: the lab runs the current app, schema and emulator (a reset deploys them)."""
+    labctl("reset", timeout=600)
+
+
+@pytest.fixture
+def fresh_lab(current_lab: None) -> dict[str, str]:
+    """The lab at its baseline without a reset: faults cleared, the emulator's ledger and modes reset, the
+    queue empty, no provider paused, no banner."""
+    labctl("fault", "clear")
+    assert http(f"{SAAS}/_emulator/reset", method="POST")[0] == 200
+    secrets = read_secrets()
+    db(secrets, "DELETE FROM notification_tasks")
+    db(secrets, "DELETE FROM notification_queue")
+    db(secrets, "UPDATE notification_provider_state SET paused = false, reason = NULL")
+    for banner in STATE.glob("app-*/shared/banner.txt"):
+        banner.unlink()
+    return secrets
+
+
+@pytest.mark.parametrize("fault", ["sms_provider_down", "email_provider_down", "provider_quota",
+                                   "provider_credentials_expired"])
+def test_outage_every_message_delivered_exactly_once(fault: str, fresh_lab: dict[str, str]) -> None:
+    secrets = fresh_lab
+    labctl("fault", fault)
+    filled = json.loads(labctl("queue-fill", str(COUNT), "--overdue", str(OVERDUE)).stdout.strip().splitlines()[-1])
+    prefix = filled["prefix"]
+    # Quota: the provider recovers while the runbook waits for it (after the runbook paused it, as in real life).
+    recovery = None
+    if fault == "provider_quota":
+        def recover() -> None:
+            if wait_until(lambda: paused(secrets) == {"twilio", "sendgrid"}, timeout=50, interval=0.2):
+                for service in ("twilio", "sendgrid"):
+                    http(f"{SAAS}/_emulator/mode", method="POST", body={"service": service, "mode": "ok"})
+        recovery = threading.Thread(target=recover, daemon=True)
+        recovery.start()
+    wait = "0" if fault in EXPECTED_FALLBACK else "40"
+    proc = ansible_playbook(PLAYBOOK, "-i", "inventories/lab", "-e", f"rb_p2_003_recovery_wait_s={wait}")
+    if recovery:
+        recovery.join(timeout=5)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+
+    rows = db(secrets, "SELECT id, channel, kind, status, idempotency_key FROM notification_queue "
+                       "WHERE idempotency_key LIKE %s AND fallback_of IS NULL", (prefix + "-%",))
+    assert len(rows) == COUNT
+    fallbacks = {r[0]: r[1:] for r in db(
+        secrets, "SELECT fallback_of, id, channel, status, idempotency_key FROM notification_queue "
+                 "WHERE fallback_of IN (SELECT id FROM notification_queue WHERE idempotency_key LIKE %s)",
+        (prefix + "-%",))}
+    tasks = {r[0]: r[1] for r in db(secrets, "SELECT queue_id, channel FROM notification_tasks")}
+    sends = Counter(e["idempotency_key"] for e in ledger() if e["service"] in ("twilio", "sendgrid"))
+
+    routed_away, fallback, preavis_fallback = EXPECTED_FALLBACK.get(fault, (None, None, None))
+    for rid, channel, kind, status, key in rows:
+        if channel == routed_away:
+            # the matrix's fallback, exactly one fallback row, delivered once; the original never sent
+            assert status == "rerouted", (rid, channel, kind, status)
+            fb_id, fb_channel, fb_status, fb_key = fallbacks[rid]
+            assert fb_channel == (preavis_fallback if kind == "preavis" else fallback), (rid, kind, fb_channel)
+            assert fb_status == "sent"
+            if fb_channel in ("sms", "email"):
+                assert sends[fb_key] == 1, (fb_key, sends[fb_key])
+            else:
+                assert tasks[fb_id] == fb_channel  # one back-office task or app message, by the UNIQUE
+            assert sends[key] == 0, f"{key} was sent through the provider that is down"
+        else:
+            # no fallback where the matrix does not say so: sent once on its own channel
+            assert status == "sent", (rid, channel, kind, status)
+            assert rid not in fallbacks
+            assert sends[key] == 1, (key, sends[key])
+
+    # préavis past due: the frame opened the incident as P1
+    tickets = [e for e in ledger("tickets") if e["operation"] == "incident.create"]
+    assert [t["details"]["severity"] for t in tickets] == ["P1"]
+    # the pause switch and the banner: kept while a provider is still down, gone once every provider works
+    status, banner = http("http://127.0.0.21:4000/api/banner")
+    if fault in EXPECTED_FALLBACK:
+        assert paused(secrets) == {"twilio" if fault == "sms_provider_down" else "sendgrid"}
+        assert banner["banner"] and "retardés" in banner["banner"]["message"]
+    else:
+        assert paused(secrets) == set()
+        assert status == 200 and banner == {"banner": None}
+    if fault == "provider_credentials_expired":
+        env = (STATE / "app-1" / "shared" / "akig.env").read_text()
+        assert f"TWILIO_AUTH_TOKEN={secrets['twilio_auth_token']}\n" in env
+        assert f"SENDGRID_API_KEY={secrets['sendgrid_api_key']}\n" in env
+    assert incident_locks(secrets) == []
+    folder = incident_dir(out)
+    assert (folder / "report.md").is_file()
+    assert_no_secret(secrets, {"output": out, **artifact_texts(folder)})
+
+
+BAD_INPUTS = [
+    (["-e", '{"notification_fallback_matrix": {"sms": ["email", "pigeon"], "email": ["sms"]}}'],
+     "unknown channel 'pigeon'"),
+    (["-e", '{"notification_fallback_matrix": {"sms": ["email", "sms"], "email": ["sms"]}}'], "fallback cycle"),
+    (["-e", '{"notification_provider_rates": {"twilio": 0, "sendgrid": 10}}'], "notification_replay_twilio_rate"),
+    (["-e", '{"notification_provider_rates": {"twilio": 10, "sendgrid": -1}}'], "notification_replay_sendgrid_rate"),
+    (["-e", '{"akig_sendgrid_api_key": ""}'], "missing credentials: akig_sendgrid_api_key"),
+    (["-e", '{"notification_test_recipients": {"sms": "+33612345678"}}'],
+     "'+33612345678' is not in notification_test_recipients_allowed"),
+]
+
+
+def test_bad_input_is_refused_before_any_page_ticket_or_lock(lab_up: dict[str, str]) -> None:
+    secrets = lab_up
+    before, switch, env = len(ledger()), paused(secrets), (STATE / "app-1" / "shared" / "akig.env").read_text()
+    for args, words in BAD_INPUTS:
+        proc = ansible_playbook(PLAYBOOK, "-i", "inventories/lab", *args)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0, args
+        assert words in out, (words, out[-2000:])
+        assert "Nothing was changed" in out or "nothing was sent or changed" in out
+        assert_no_secret(secrets, {"output": out})
+    assert len(ledger()) == before, "a bad input paged someone or opened a ticket"
+    assert incident_locks(secrets) == []
+    assert paused(secrets) == switch and (STATE / "app-1" / "shared" / "akig.env").read_text() == env
