@@ -189,7 +189,7 @@ def test_bad_input_is_refused_before_anything_changes(cleared, secrets) -> None:
         (["-e", "auth_recovery_redis_db=99"], "99"),
         (["-e", "auth_recovery_session_pattern=*"], "needs redis_flush_confirm=true"),
     ]:
-        http("http://127.0.0.41/_emulator/reset", method="POST")
+        http(f"{SAAS}/_emulator/reset", method="POST")
         before = incident_dirs()
         proc = ansible_playbook(PLAYBOOK, *args)
         assert proc.returncode != 0, args

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from conftest import SAAS, STATE, ansible_playbook, http, incident_locks, labctl, ledger, read_secrets, wait_until
+from conftest import APPS, DB, SAAS, STATE, ansible_playbook, http, incident_locks, labctl, ledger, read_secrets, wait_until
 
 PLAYBOOK = "playbooks/rb-p2-003-notification-outage.yml"
 COUNT = 240          # 60 of them préavis
@@ -26,9 +26,11 @@ EXPECTED_FALLBACK = {  # fault -> (channel routed away, its fallback, the préav
     "email_provider_down": ("email", "sms", "phone_call"),
 }
 
+PRIMARY = next(iter(DB))  # the lab's baseline primary (the first database host of the inventory)
+
 
 def db(secrets: dict[str, str], sql: str, params: tuple = ()) -> list[tuple]:
-    conn = psycopg2.connect(host="127.0.0.11", port=5432, user="postgres", dbname="akig_db",
+    conn = psycopg2.connect(host=DB[PRIMARY], port=5432, user="postgres", dbname="akig_db",
                             password=secrets["pg_superuser_password"], connect_timeout=3)
     conn.autocommit = True
     try:
@@ -148,7 +150,7 @@ def test_outage_every_message_delivered_exactly_once(fault: str, fresh_lab: dict
     tickets = [e for e in ledger("tickets") if e["operation"] == "incident.create"]
     assert [t["details"]["severity"] for t in tickets] == ["P1"]
     # the pause switch and the banner: kept while a provider is still down, gone once every provider works
-    status, banner = http("http://127.0.0.21:4000/api/banner")
+    status, banner = http(f"http://{next(iter(APPS.values()))}:4000/api/banner")
     if fault in EXPECTED_FALLBACK:
         assert paused(secrets) == {"twilio" if fault == "sms_provider_down" else "sendgrid"}
         assert banner["banner"] and "retardés" in banner["banner"]["message"]
