@@ -7,7 +7,10 @@ before any page, ticket or lock."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
 import tarfile
 import threading
 from collections import Counter
@@ -15,7 +18,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from conftest import APPS, DB, SAAS, STATE, ansible_playbook, http, incident_locks, labctl, ledger, read_secrets, wait_until
+from conftest import APPS, DB, REPO, SAAS, STATE, ansible_playbook, http, incident_locks, labctl, ledger, read_secrets, wait_until
 
 PLAYBOOK = "playbooks/rb-p2-003-notification-outage.yml"
 COUNT = 240          # 60 of them préavis
@@ -192,3 +195,107 @@ def test_bad_input_is_refused_before_any_page_ticket_or_lock(lab_up: dict[str, s
     assert len(ledger()) == before, "a bad input paged someone or opened a ticket"
     assert incident_locks(secrets) == []
     assert paused(secrets) == switch and (STATE / "app-1" / "shared" / "akig.env").read_text() == env
+
+
+def kill_tree(root: int) -> None:
+    """SIGKILL a process and every descendant at once. Not a process-group kill: ansible's workers call
+    setsid(), so the module runs in a session of its own and a killpg of ansible-playbook misses it."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+REPLAY_PLAYBOOK = """\
+- name: Replay the queue through the role (the lab inventory's database, providers and rates)
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Replay
+      ansible.builtin.import_role:
+        name: akig.runbooks.notification_replay
+      vars:
+        notification_replay_routes: {}
+        notification_replay_preavis_routes: {}
+    - name: Keep the counts for the test
+      ansible.builtin.copy:
+        content: "{{ notification_replay_result.counts | to_json }}"
+        dest: "{{ counts_file }}"
+        mode: "0600"
+"""
+
+
+def test_replay_killed_mid_run_then_rerun_sends_nothing_twice_and_loses_nothing(
+        fresh_lab: dict[str, str], tmp_path: Path) -> None:
+    """kill -9 of the replay (ansible-playbook and its module process) while it sends, then a rerun: the rows
+    the kill left claimed are reconciled against the emulator's provider logs; the ledger has every message of
+    the fill exactly once. The app's worker is paused for both providers, so only the replay sends."""
+    secrets = fresh_lab
+    db(secrets, "UPDATE notification_provider_state SET paused = true, reason = 'lab test: replay only'")
+    try:
+        filled = json.loads(labctl("queue-fill", "300").stdout.strip().splitlines()[-1])
+        prefix = filled["prefix"]
+        playbook = tmp_path / "replay.yml"
+        playbook.write_text(REPLAY_PLAYBOOK)
+        env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}"}
+        argv = [str(REPO / ".venv" / "bin" / "ansible-playbook"), str(playbook), "-i", "inventories/lab",
+                "-e", '{"notification_provider_rates": {"twilio": 40, "sendgrid": 40}}']
+
+        def provider_sends() -> int:
+            return sum(1 for e in ledger() if e["service"] in ("twilio", "sendgrid"))
+
+        # The providers answer 0.5 s late (the emulator's slow mode records the send, then answers): a kill lands
+        # while sends are in flight, so some messages reach the provider and are never recorded as sent.
+        for service in ("twilio", "sendgrid"):
+            assert http(f"{SAAS}/_emulator/mode", method="POST",
+                        body={"service": service, "mode": "slow", "delay_s": 0.5})[0] == 200
+        first = subprocess.Popen([*argv, "-e", f"counts_file={tmp_path / 'first.json'}"], cwd=REPO, env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            assert wait_until(lambda: provider_sends() >= 40 or first.poll() is not None, timeout=90, interval=0.1)
+            assert first.poll() is None, "the replay ended before it could be killed mid-run"
+        finally:
+            kill_tree(first.pid)  # ansible-playbook, its workers and the module's process: no cleanup at all
+            first.wait(timeout=30)
+        # no send is in flight at the provider any more: the ledger did not grow during a whole answer delay
+        seen = [provider_sends()]
+        assert wait_until(lambda: seen.append(provider_sends()) or seen[-1] == seen[-2], timeout=20, interval=0.6)
+        for service in ("twilio", "sendgrid"):
+            http(f"{SAAS}/_emulator/mode", method="POST", body={"service": service, "mode": "ok"})
+        claimed = db(secrets, "SELECT count(*) FROM notification_queue WHERE status = 'sending' "
+                              "AND claimed_by LIKE 'replay:%%' AND idempotency_key LIKE %s", (prefix + "-%",))[0][0]
+        assert claimed > 0, "the kill left no row claimed: it did not land mid-run"
+        sent_before = provider_sends()
+        assert sent_before < 300
+
+        second = subprocess.run([*argv, "-e", f"counts_file={tmp_path / 'second.json'}"], cwd=REPO, env=env,
+                                capture_output=True, text=True, timeout=300, check=False)
+        assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
+        counts = json.loads((tmp_path / "second.json").read_text())
+        # every row the kill left claimed was looked up in the provider's log, not blindly resent
+        assert counts.get("reconciled_sent", 0) + counts.get("reconciled_resent", 0) == claimed, (claimed, counts)
+        # ... and the ones that had reached the provider were found there and not sent again
+        assert counts.get("reconciled_sent", 0) > 0, (claimed, counts)
+
+        rows = db(secrets, "SELECT idempotency_key, status FROM notification_queue WHERE idempotency_key LIKE %s",
+                  (prefix + "-%",))
+        assert len(rows) == 300 and {status for _, status in rows} == {"sent"}, Counter(s for _, s in rows)
+        sends = Counter(e["idempotency_key"] for e in ledger() if e["service"] in ("twilio", "sendgrid"))
+        assert {key: n for key, n in sends.items() if n != 1} == {}, "sent more than once"
+        assert set(sends) == {key for key, _ in rows}, "lost or foreign messages"
+    finally:
+        db(secrets, "UPDATE notification_provider_state SET paused = false, reason = NULL")
