@@ -44,7 +44,7 @@ ENTRY = "akig"
 PGBOUNCER = "/usr/sbin/pgbouncer"
 ENV_ADMIN = "AKIG_TEST_PGB_ADMIN_PASSWORD"
 ENV_APP = "AKIG_TEST_PGB_APP_PASSWORD"
-WRONG_PASSWORD = "Wr0ng-pgbouncer-Pa55word"
+WRONG_PASSWORD = "wrong-" + secrets.token_hex(12)  # drawn per run: a wrong password, never one written in the repo
 
 
 def wait_until(predicate: Any, what: str, timeout: float = 10) -> Any:
