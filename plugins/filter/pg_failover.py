@@ -53,6 +53,22 @@ def pg_rejoin_problems(node_info: Any, node: str, new_primary: str, node_control
                                resuming=bool(resuming), fresh_backup=bool(fresh_backup))
 
 
+def pg_node_specs(names: Any, hostvars: Any, primary: Optional[str] = None, probes: Any = 1,
+                  interval: Any = 1.0) -> list[dict[str, Any]]:
+    if isinstance(names, (str, bytes)) or not isinstance(names, (list, tuple)) or not isinstance(hostvars, Mapping):
+        raise AnsibleFilterError("pg_node_specs: give a list of inventory host names, then hostvars")
+    specs = []
+    for name in names:
+        if name not in hostvars:
+            raise AnsibleFilterError("pg_node_specs: %s is not a host of the inventory" % name)
+        host = hostvars[name]
+        specs.append({"name": str(name), "host": str(host.get("akig_address") or name),
+                      "port": int(host.get("akig_pg_port") or 5432),
+                      "attempts": int(probes) if name == primary else 1,
+                      "attempt_interval": float(interval)})
+    return specs
+
+
 class FilterModule:
     """pg_failover filters."""
 
@@ -62,4 +78,5 @@ class FilterModule:
             "pg_failover_problems": pg_failover_problems,
             "pg_failover_rpo": pg_failover_rpo,
             "pg_rejoin_problems": pg_rejoin_problems,
+            "pg_node_specs": pg_node_specs,
         }

@@ -424,6 +424,10 @@ class _Run:
             raise PgBouncerError("connect_timeout must be at least 1 second, got %d" % params["connect_timeout"])
         if params["timeout"] <= 0:
             raise PgBouncerError("timeout must be more than 0 seconds, got %s" % params["timeout"])
+        extras = [name for name in ("reconnect", "resume") if params.get(name)]
+        if extras and self.command != "repoint":
+            raise PgBouncerError("%s only go with command=repoint (got command=%s); use command=resume on its own"
+                                 % (" and ".join(extras), self.command))
         if self.command == "repoint":
             missing = [name for name in ("config_file", "target_host") if not params.get(name)]
             if missing:
@@ -580,6 +584,7 @@ class _Run:
         running_ok = self.points_at(entry, after)
         if new_text == old_text and running_ok:
             self.actions.append("%s already points at %s:%d (file and running PgBouncer)" % (self.scope(), host, port))
+            self.after_repoint(entry)
             return
         self.result["changed"] = True
         if new_text != old_text:
@@ -610,6 +615,24 @@ class _Run:
                 msg += "; the old file was put back and reloaded"
             raise PgBouncerError(msg, **self.result)
         self.actions.append("SHOW DATABASES confirms %s -> %s:%d dbname=%s" % (self.scope(), host, port, after["dbname"]))
+        self.after_repoint(now)
+
+    def after_repoint(self, entry: Mapping[str, Any]) -> None:
+        """RECONNECT then RESUME when asked, once the entry is confirmed to point at the target."""
+        if self.params.get("reconnect") and entry["servers"]:
+            self.result["changed"] = True
+            if self.check_mode:
+                self.actions.append("would RECONNECT %s (%d server connection(s) to close once released)"
+                                    % (self.scope(), len(entry["servers"])))
+            else:
+                error = self.console.command(self.admin("RECONNECT"))
+                if error is not None:
+                    raise PgBouncerError("RECONNECT of %s failed: %s" % (self.scope(), error), **self.result)
+                self.actions.append("RECONNECT %s: its server connections close as they are released" % self.scope())
+        if self.params.get("resume"):
+            changed = self.result["changed"]
+            self.do_resume(entry)
+            self.result["changed"] = changed or self.result["changed"]
 
     @staticmethod
     def points_at(entry: Mapping[str, Any], want: Mapping[str, Any]) -> bool:

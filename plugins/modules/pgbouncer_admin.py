@@ -124,6 +124,20 @@ options:
       - With O(command=repoint), the database name on the new primary, written as C(dbname=). When omitted the
         entry's C(dbname=) is kept (and without one PgBouncer uses the entry's name).
     type: str
+  reconnect:
+    description:
+      - With O(command=repoint), once C(SHOW DATABASES) confirms the new target, send C(RECONNECT database) so every
+        server connection still open to the old server is closed as soon as it is released (a crash failover - the
+        old server is dead). Unlike O(command=kill), the clients keep their connections.
+    type: bool
+    default: false
+  resume:
+    description:
+      - With O(command=repoint), once C(SHOW DATABASES) confirms the new target (and after O(reconnect)), C(RESUME) the
+        database if it is paused, so the planned failover's waiting transactions go to the new primary in the same task
+        (one task instead of two on the critical path). When the verification fails nothing is resumed.
+    type: bool
+    default: false
   backup:
     description:
       - With O(command=repoint), save the old O(config_file) next to it (C(FILE.PID.DATE~)) before replacing it;
@@ -177,6 +191,31 @@ EXAMPLES = r"""
     config_file: /etc/pgbouncer/databases.ini
     target_host: 10.0.2.12
     target_port: 5432
+    login_user: pgbouncer_admin
+    login_password: "{{ vault_akig_pgbouncer_admin_password }}"
+  become: true
+  no_log: true
+
+- name: Or steps 2 and 3 in one task (what RB-P1-003 does, to keep its critical path short)
+  akig.runbooks.pgbouncer_admin:
+    command: repoint
+    database: akig
+    config_file: /etc/pgbouncer/databases.ini
+    target_host: 10.0.2.12
+    resume: true
+    login_user: pgbouncer_admin
+    login_password: "{{ vault_akig_pgbouncer_admin_password }}"
+  become: true
+  no_log: true
+
+- name: Crash - point at the new primary, close the connections to the dead one as they are released, resume
+  akig.runbooks.pgbouncer_admin:
+    command: repoint
+    database: akig
+    config_file: /etc/pgbouncer/databases.ini
+    target_host: 10.0.2.12
+    reconnect: true
+    resume: true
     login_user: pgbouncer_admin
     login_password: "{{ vault_akig_pgbouncer_admin_password }}"
   become: true
@@ -322,6 +361,8 @@ ARGUMENT_SPEC = dict(
     target_port=dict(type="int", default=5432),
     target_dbname=dict(type="str"),
     backup=dict(type="bool", default=True),
+    reconnect=dict(type="bool", default=False),
+    resume=dict(type="bool", default=False),
 )
 
 

@@ -152,6 +152,34 @@ def test_info_with_a_wrong_password_fails_without_showing_it(ansible: Ansible) -
     assert run.result["error_kind"] == "auth"
 
 
+def test_cluster_info_reads_every_node_at_once_down_and_misconfigured_ones_included(ansible: Ansible,
+                                                                                      cluster: PgCluster) -> None:
+    cluster.stop(SPARE)
+    try:
+        nodes = [dict(name="db-1", host=PRIMARY.host, port=PRIMARY.port, attempts=2, attempt_interval=0.1),
+                 dict(name="db-2", host=STANDBY.host, port=STANDBY.port),
+                 dict(name="db-3", host=SPARE.host, port=SPARE.port)]
+        args = dict(nodes=nodes, login_password="{{ pg_password }}")
+        run = ansible.finish(ansible.start_adhoc("akig.runbooks.pg_cluster_info", args, "-e", "@%s" % ansible.vars_file))
+        wrong = ansible.finish(ansible.start_adhoc("akig.runbooks.pg_cluster_info", dict(args, fail_on_error=True),
+                                                   "-e", "@%s" % ansible.vars_file, env={PASSWORD_ENV: WRONG_PASSWORD}))
+        duplicate = ansible.finish(ansible.start_adhoc("akig.runbooks.pg_cluster_info",
+                                                       dict(args, nodes=[nodes[0], nodes[0]]),
+                                                       "-e", "@%s" % ansible.vars_file))
+    finally:
+        cluster.start(SPARE)
+    assert run.rc == 0 and run.status == "SUCCESS", run.stdout + run.stderr
+    found = run.result["nodes"]
+    assert (found["db-1"]["role"], found["db-1"]["accepts_writes"], found["db-1"]["probes"]) == ("primary", True, ["up"])
+    assert (found["db-2"]["role"], found["db-2"]["in_recovery"]) == ("standby", True)
+    assert (found["db-3"]["reachable"], found["db-3"]["state"]) == (False, "down")
+    assert run.result["unreadable"] == {} and run.result["changed"] is False
+    # a wrong password is a misconfiguration, not an outage: listed per node, and fatal with fail_on_error
+    assert wrong.rc != 0 and wrong.status == "FAILED!", wrong.stdout
+    assert set(wrong.result["unreadable"]) == {"db-1", "db-2"} and "password authentication failed" in wrong.result["msg"]
+    assert duplicate.rc != 0 and "names must be unique; repeated: db-1" in duplicate.result["msg"]
+
+
 # --------------------------------------------------------------------------
 # pg_promote
 # --------------------------------------------------------------------------

@@ -173,7 +173,7 @@ class Bouncer:
         params: Dict[str, Any] = dict(command=command, database=ENTRY, login_host="127.0.0.1", login_port=self.port,
                                       login_user=ADMIN_USER, login_password=self.roles["admin"], connect_timeout=3,
                                       timeout=10, config_file=None, target_host=None, target_port=5432,
-                                      target_dbname=None, backup=True)
+                                      target_dbname=None, backup=True, reconnect=False, resume=False)
         params.update(extra)
         return params
 
@@ -383,6 +383,39 @@ def test_planned_path_pause_repoint_resume(bouncer: Bouncer) -> None:
     assert pgbouncer.run(bouncer.params("resume", database=None))["changed"] is False
     in_flight.close()
     waiting.close()
+
+
+def test_repoint_with_resume_and_reconnect_in_one_task(bouncer: Bouncer) -> None:
+    """RB-P1-003's one-task switch: repoint + RESUME (planned) and repoint + RECONNECT + RESUME (crash)."""
+    waiting, idle = bouncer.client(), bouncer.client()
+    assert server_port(idle) == PRIMARY.port
+    assert pgbouncer.run(bouncer.params("pause"))["changed"] is True
+    query = Query(waiting)
+    query.start()
+    wait_until(lambda: pgbouncer.run(bouncer.params("show"))["databases"][ENTRY]["clients_waiting"] == 1,
+               "a transaction to wait in PgBouncer")
+    switched = pgbouncer.run(bouncer.params("repoint", config_file=str(bouncer.ini), target_host=STANDBY.host,
+                                            target_port=STANDBY.port, resume=True), write_file=_plain_write)
+    assert switched["changed"] is True and switched["paused"] is False
+    assert any(a.startswith("resumed") for a in switched["actions"])
+    query.join(10)
+    assert query.error is None and query.port == STANDBY.port
+    # the crash path back: a server connection to STANDBY is open; reconnect closes it once released,
+    # the clients keep their connections and their next transaction lands on PRIMARY
+    assert server_port(idle) == STANDBY.port
+    back = pgbouncer.run(bouncer.params("repoint", config_file=str(bouncer.ini), target_host=PRIMARY.host,
+                                        target_port=PRIMARY.port, reconnect=True, resume=True),
+                         write_file=_plain_write)
+    assert back["changed"] is True and back["paused"] is False
+    assert any(a.startswith("RECONNECT") for a in back["actions"])
+    assert server_port(idle) == PRIMARY.port and server_port(waiting) == PRIMARY.port
+    again = pgbouncer.run(bouncer.params("repoint", config_file=str(bouncer.ini), target_host=PRIMARY.host,
+                                         target_port=PRIMARY.port, resume=True), write_file=_plain_write)
+    assert again["changed"] is False  # already there, not paused
+    with pytest.raises(pgbouncer.PgBouncerError, match="only go with command=repoint"):
+        pgbouncer.run(bouncer.params("pause", resume=True))
+    waiting.close()
+    idle.close()
 
 
 def _plain_write(path: str, text: str) -> None:

@@ -16,7 +16,8 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.akig.runbooks.plugins.filter.pg_failover import FilterModule
 
 FILTERS = FilterModule().filters()
-NAMES = ("pg_slot_name", "pg_failover_problems", "pg_failover_rpo", "pg_rejoin_problems", "database_url_repoint")
+NAMES = ("pg_slot_name", "pg_failover_problems", "pg_failover_rpo", "pg_rejoin_problems", "pg_node_specs",
+         "database_url_repoint")
 
 
 def test_the_filters_are_registered() -> None:
@@ -31,6 +32,8 @@ def test_the_filters_are_registered() -> None:
     ("pg_failover_rpo", ({}, None, "1MiB", "soon", "db-2", "db-1"), "pg_failover_rpo: duration 'soon' is not a duration"),
     ("pg_failover_rpo", ("x", None, "1MiB", "5m", "db-2", "db-1"), "must be pg_replication_info results"),
     ("pg_rejoin_problems", ({}, "db-1", "db-2", None, {}), "pg_rejoin_problems: node_control must be a dict"),
+    ("pg_node_specs", ("db-1", {}), "give a list of inventory host names"),
+    ("pg_node_specs", (["db-9"], {"db-1": {}}), "pg_node_specs: db-9 is not a host of the inventory"),
 ])
 def test_bad_input_raises_a_filter_error_saying_what_is_accepted(name: str, args: tuple, message: str) -> None:
     with pytest.raises(AnsibleFilterError) as raised:
@@ -61,3 +64,11 @@ def test_every_filter_and_module_documentation_renders() -> None:
         assert proc.returncode == 0, proc.stderr
         for name in names:
             assert "akig.runbooks.%s" % name in proc.stdout
+
+
+def test_pg_node_specs_reads_address_and_port_and_probes_only_the_primary_several_times() -> None:
+    hostvars = {"db-1": {"akig_address": "10.0.2.11", "akig_pg_port": 5433}, "db-2": {}}
+    assert FILTERS["pg_node_specs"](["db-1", "db-2"], hostvars, "db-1", 3, 0.5) == [
+        {"name": "db-1", "host": "10.0.2.11", "port": 5433, "attempts": 3, "attempt_interval": 0.5},
+        {"name": "db-2", "host": "db-2", "port": 5432, "attempts": 1, "attempt_interval": 0.5},
+    ]
