@@ -10,11 +10,15 @@ import pytest
 import yaml
 from ansible_collections.akig.runbooks.plugins.doc_fragments.postgres import ModuleDocFragment
 from ansible_collections.akig.runbooks.plugins.module_utils.postgres import postgres_common_argument_spec
-from ansible_collections.akig.runbooks.plugins.modules import pg_fence, pg_promote, pg_replication_info
+from ansible_collections.akig.runbooks.plugins.modules import (pg_cluster_info, pg_diverged_transactions, pg_fence, pg_follow,
+                                                              pg_promote, pg_replication_info)
 
 ROOT = Path(__file__).resolve().parents[4]
 FRAGMENT = yaml.safe_load(ModuleDocFragment.DOCUMENTATION)["options"]
-MODULES = {"pg_replication_info": pg_replication_info, "pg_promote": pg_promote}
+MODULES = {"pg_replication_info": pg_replication_info, "pg_promote": pg_promote, "pg_follow": pg_follow,
+           "pg_diverged_transactions": pg_diverged_transactions}
+# members of the group that read several nodes (no login_host): they take the group's login_user/login_password
+MULTI_NODE = {"pg_cluster_info": pg_cluster_info}
 
 
 def test_each_call_returns_a_fresh_spec() -> None:
@@ -50,6 +54,9 @@ def test_the_modules_use_spec_and_fragment(name: str) -> None:
 
 def test_the_action_group_holds_the_modules_with_the_options() -> None:
     runtime = yaml.safe_load((ROOT / "meta" / "runtime.yml").read_text())
-    assert sorted(runtime["action_groups"]["postgres"]) == sorted(MODULES)
+    assert sorted(runtime["action_groups"]["postgres"]) == sorted({**MODULES, **MULTI_NODE})
+    for module in MULTI_NODE.values():
+        assert {"login_user", "login_password"} <= set(module.ARGUMENT_SPEC)
+        assert module.ARGUMENT_SPEC["login_password"]["no_log"] is True
     # pg_fence takes no login_* option: group defaults would make it fail with "Unsupported parameters"
     assert not set(pg_fence.ARGUMENT_SPEC) & set(postgres_common_argument_spec())

@@ -1,0 +1,194 @@
+"""RB-P1-003 in the PgBouncer topology (akig_db_endpoint: pgbouncer), against the real lab, with clients
+creating payments through the app on every backend while the runbook runs. Asserted from outside: the
+clients' failed requests, every acknowledged payment on the new primary, no backend restarted, PgBouncer
+pointing at the new primary and not paused, exactly one writable node, the other replica following."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, Iterator
+
+import psycopg2
+import pytest
+
+from conftest import APPS, DB, STATE, ansible_playbook, http, incident_locks, labctl, pm2_procs, wait_until
+
+PLAYBOOK = "playbooks/rb-p1-003-db-failover.yml"
+
+
+def sql(node: str, secrets: dict[str, str], query: str) -> list[tuple]:
+    conn = psycopg2.connect(host=DB[node], port=5432, user="postgres", dbname="akig_db",
+                            password=secrets["pg_superuser_password"], connect_timeout=3)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+def writable(node: str, secrets: dict[str, str]) -> bool | None:
+    """True: accepts a write; False: answers but refuses (read-only); None: does not answer."""
+    try:
+        sql(node, secrets, "CREATE TEMP TABLE akig_probe (x int)")
+    except psycopg2.errors.ReadOnlySqlTransaction:
+        return False
+    except psycopg2.OperationalError:
+        return None
+    return True
+
+
+def lab_status() -> dict[str, Any]:
+    return json.loads(labctl("status", "--json", check=False).stdout)
+
+
+def backend_pids() -> dict[str, list[int]]:
+    return {host: sorted(p["pid"] for p in pm2_procs(host) if p["name"] == "akig-backend") for host in APPS}
+
+
+class Writers:
+    """Two clients per backend creating payments through the app back to back; every request logged."""
+
+    def __init__(self, token: str, contract: int) -> None:
+        self.token, self.contract = token, contract
+        self.log: list[tuple[str, float, int, Any]] = []  # (host, completed at, status, payment id)
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, args=(host,), daemon=True) for host in APPS for _ in (1, 2)]
+
+    def run(self, host: str) -> None:
+        while not self.stop.is_set():
+            try:
+                status, body = http(f"http://{APPS[host]}:4000/api/payments", method="POST", token=self.token,
+                                    body={"contract_id": self.contract, "amount_cents": 1234, "due_date": "2026-12-01"},
+                                    timeout=15)
+            except OSError as exc:  # refused or reset: a failed request too
+                status, body = 0, str(exc)
+            with self.lock:
+                self.log.append((host, time.monotonic(), status, body.get("id") if isinstance(body, dict) else None))
+            if status != 201:
+                time.sleep(0.05)
+
+    def acked(self, host: str | None = None, after: float = 0.0) -> list[int]:
+        with self.lock:
+            return [pid for h, t, s, pid in self.log if s == 201 and t > after and (host is None or h == host)]
+
+    def failed(self) -> list[tuple[str, float, int, Any]]:
+        with self.lock:
+            return [entry for entry in self.log if entry[2] != 201]
+
+    def longest_gap(self) -> float:
+        with self.lock:
+            times = sorted(t for _h, t, s, _p in self.log if s == 201)
+        return max((b - a for a, b in zip(times, times[1:])), default=0.0)
+
+    def __enter__(self) -> "Writers":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(20)
+
+
+@pytest.fixture
+def pgbouncer_lab(lab_up: dict[str, str]) -> Iterator[dict[str, str]]:
+    labctl("reset", timeout=300)
+    labctl("db-endpoint", "pgbouncer", timeout=120)
+    secrets = json.loads((STATE / "secrets.json").read_text())
+    http("http://127.0.0.41/_emulator/reset", method="POST")
+    yield secrets
+    labctl("reset", timeout=300)
+    labctl("db-endpoint", "direct", timeout=120)
+
+
+def probe_token(secrets: dict[str, str]) -> str:
+    status, body = http(f"http://{APPS['app-1']}:4000/api/login", method="POST",
+                        body={"email": "probe@akig.example", "password": secrets["probe_password"]})
+    assert status == 200, body
+    return body["token"]
+
+
+def assert_switched_to_db2_without_restart(secrets: dict[str, str], pids_before: dict[str, list[int]]) -> None:
+    status = lab_status()
+    for host, addr in APPS.items():
+        bouncer = status[host]["pgbouncer"]
+        assert bouncer["points_to"] == f"{DB['db-2']}:5432" and bouncer["paused"] is False, bouncer
+        assert status[host]["database_url"] == f"{addr}:6432"  # the app's own address never changed
+    assert backend_pids() == pids_before  # no backend restarted
+    assert [writable(n, secrets) for n in ("db-1", "db-2", "db-3")] == [None, True, False]
+    # the other replica follows the new primary on its new timeline
+    assert wait_until(lambda: sql("db-2", secrets, "SELECT application_name, state FROM pg_stat_replication")
+                      == [("db-3", "streaming")], timeout=20)
+    assert incident_locks(secrets) == []
+
+
+def test_planned_switch_through_pgbouncer_no_failed_request_no_lost_payment(pgbouncer_lab: dict[str, str]) -> None:
+    secrets = pgbouncer_lab
+    contract = sql("db-1", secrets, "SELECT min(id) FROM contracts")[0][0]
+    pids = backend_pids()
+    with Writers(probe_token(secrets), contract) as writers:
+        assert wait_until(lambda: all(len(writers.acked(h)) >= 10 for h in APPS), timeout=30)
+        proc = ansible_playbook(PLAYBOOK, "-e", "rb_p1_003_strategy=failover")
+        done = time.monotonic()
+        assert wait_until(lambda: all(len(writers.acked(h, after=done)) >= 10 for h in APPS), timeout=30)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "Promoting db-2: db-2: received" in proc.stdout  # chosen by received LSN, db-3 equal: by name
+    # the clients waited in PgBouncer during the switch: not one request failed
+    assert writers.failed() == [], writers.failed()[:5]
+    acked = writers.acked()
+    present = {row[0] for row in sql("db-2", secrets, f"SELECT id FROM payments WHERE id IN ({','.join(map(str, acked))})")}
+    assert set(acked) == present  # every acknowledged payment is on the new primary
+    print(f"planned switch through PgBouncer: {len(acked)} payments acknowledged, 0 failed requests, "
+          f"longest stretch without a 201: {writers.longest_gap():.2f} s")
+    assert_switched_to_db2_without_restart(secrets, pids)
+    assert "PgBouncer entry pointed at db-2 and resumed, no restart" in proc.stdout
+
+
+def test_crash_through_pgbouncer_app_writes_again_without_restart(pgbouncer_lab: dict[str, str]) -> None:
+    secrets = pgbouncer_lab
+    contract = sql("db-1", secrets, "SELECT min(id) FROM contracts")[0][0]
+    pids = backend_pids()
+    token = probe_token(secrets)
+    labctl("fault", "db_primary_down")
+    with Writers(token, contract) as writers:
+        proc = ansible_playbook(PLAYBOOK, "-e", "rb_p1_003_strategy=failover")
+        done = time.monotonic()
+        assert wait_until(lambda: all(len(writers.acked(h, after=done)) >= 10 for h in APPS), timeout=30)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    acked = writers.acked()
+    present = {row[0] for row in sql("db-2", secrets, f"SELECT id FROM payments WHERE id IN ({','.join(map(str, acked))})")}
+    assert set(acked) == present
+    assert_switched_to_db2_without_restart(secrets, pids)
+
+
+def test_a_pause_that_cannot_finish_stops_the_run_before_the_primary_is_touched(pgbouncer_lab: dict[str, str]) -> None:
+    secrets = pgbouncer_lab
+    # a transaction left open through app-1's PgBouncer: PAUSE waits for it and times out
+    held = psycopg2.connect(host=APPS["app-1"], port=6432, user="akig_app", dbname="akig_db",
+                            password=secrets["pg_app_password"], connect_timeout=3)
+    try:
+        with held.cursor() as cur:
+            cur.execute("SELECT count(*) FROM contracts")
+        proc = ansible_playbook(PLAYBOOK, "-e", "rb_p1_003_strategy=failover", "-e", "pg_failover_pause_timeout_s=1")
+    finally:
+        held.rollback()
+        held.close()
+    assert proc.returncode != 0
+    assert "did not finish within timeout=1" in proc.stdout, proc.stdout[-3000:]
+    # nothing switched, nothing left paused: the app writes on db-1 through both PgBouncers
+    assert [writable(n, secrets) for n in ("db-1", "db-2", "db-3")] == [True, False, False]
+    status = lab_status()
+    for host in APPS:
+        assert status[host]["pgbouncer"]["paused"] is False and status[host]["pgbouncer"]["points_to"] == f"{DB['db-1']}:5432"
+    token = probe_token(secrets)
+    contract = sql("db-1", secrets, "SELECT min(id) FROM contracts")[0][0]
+    for addr in APPS.values():
+        status_code, body = http(f"http://{addr}:4000/api/payments", method="POST", token=token,
+                                 body={"contract_id": contract, "amount_cents": 1, "due_date": "2026-12-01"})
+        assert status_code == 201, body
+    assert incident_locks(secrets) == []
