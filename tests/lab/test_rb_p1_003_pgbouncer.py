@@ -5,6 +5,7 @@ pointing at the new primary and not paused, exactly one writable node, the other
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from typing import Any, Iterator
@@ -113,17 +114,25 @@ def probe_token(secrets: dict[str, str]) -> str:
     return body["token"]
 
 
-def assert_switched_to_db2_without_restart(secrets: dict[str, str], pids_before: dict[str, list[int]]) -> None:
+def promoted(out: str) -> tuple[str, str]:
+    """The replica the runbook chose (the most advanced by received LSN; level ones by name) and the other one."""
+    found = re.search(r"Promoting (db-[23]): \1: (received|replayed) ", out)
+    assert found, out[-3000:]
+    return found.group(1), ({"db-2", "db-3"} - {found.group(1)}).pop()
+
+
+def assert_switched_without_restart(secrets: dict[str, str], pids_before: dict[str, list[int]], new: str,
+                                    other: str) -> None:
     status = lab_status()
     for host, addr in APPS.items():
         bouncer = status[host]["pgbouncer"]
-        assert bouncer["points_to"] == f"{DB['db-2']}:5432" and bouncer["paused"] is False, bouncer
+        assert bouncer["points_to"] == f"{DB[new]}:5432" and bouncer["paused"] is False, bouncer
         assert status[host]["database_url"] == f"{addr}:6432"  # the app's own address never changed
     assert backend_pids() == pids_before  # no backend restarted
-    assert [writable(n, secrets) for n in ("db-1", "db-2", "db-3")] == [None, True, False]
+    assert {n: writable(n, secrets) for n in DB} == {"db-1": None, new: True, other: False}
     # the other replica follows the new primary on its new timeline
-    assert wait_until(lambda: sql("db-2", secrets, "SELECT application_name, state FROM pg_stat_replication")
-                      == [("db-3", "streaming")], timeout=20)
+    assert wait_until(lambda: sql(new, secrets, "SELECT application_name, state FROM pg_stat_replication")
+                      == [(other, "streaming")], timeout=20)
     assert incident_locks(secrets) == []
 
 
@@ -137,16 +146,16 @@ def test_planned_switch_through_pgbouncer_no_failed_request_no_lost_payment(pgbo
         done = time.monotonic()
         assert wait_until(lambda: all(len(writers.acked(h, after=done)) >= 10 for h in APPS), timeout=30)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert "Promoting db-2: db-2: received" in proc.stdout  # chosen by received LSN, db-3 equal: by name
+    new, other = promoted(proc.stdout)
     # the clients waited in PgBouncer during the switch: not one request failed
     assert writers.failed() == [], writers.failed()[:5]
     acked = writers.acked()
-    present = {row[0] for row in sql("db-2", secrets, f"SELECT id FROM payments WHERE id IN ({','.join(map(str, acked))})")}
+    present = {row[0] for row in sql(new, secrets, f"SELECT id FROM payments WHERE id IN ({','.join(map(str, acked))})")}
     assert set(acked) == present  # every acknowledged payment is on the new primary
     print(f"planned switch through PgBouncer: {len(acked)} payments acknowledged, 0 failed requests, "
           f"longest stretch without a 201: {writers.longest_gap():.2f} s")
-    assert_switched_to_db2_without_restart(secrets, pids)
-    assert "PgBouncer entry pointed at db-2 and resumed, no restart" in proc.stdout
+    assert_switched_without_restart(secrets, pids, new, other)
+    assert f"PgBouncer entry pointed at {new} and resumed, no restart" in proc.stdout
 
 
 def test_crash_through_pgbouncer_app_writes_again_without_restart(pgbouncer_lab: dict[str, str]) -> None:
@@ -155,15 +164,18 @@ def test_crash_through_pgbouncer_app_writes_again_without_restart(pgbouncer_lab:
     pids = backend_pids()
     token = probe_token(secrets)
     labctl("fault", "db_primary_down")
+    labctl("fault", "pgbouncer_down")  # app-1's PgBouncer killed too: the repoint finds it down and starts it
     with Writers(token, contract) as writers:
         proc = ansible_playbook(PLAYBOOK, "-e", "rb_p1_003_strategy=failover")
         done = time.monotonic()
         assert wait_until(lambda: all(len(writers.acked(h, after=done)) >= 10 for h in APPS), timeout=30)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    new, other = promoted(proc.stdout)
     acked = writers.acked()
-    present = {row[0] for row in sql("db-2", secrets, f"SELECT id FROM payments WHERE id IN ({','.join(map(str, acked))})")}
+    present = {row[0] for row in sql(new, secrets, f"SELECT id FROM payments WHERE id IN ({','.join(map(str, acked))})")}
     assert set(acked) == present
-    assert_switched_to_db2_without_restart(secrets, pids)
+    assert_switched_without_restart(secrets, pids, new, other)
+    assert f"PgBouncer (found down: started) entry pointed at {new}" in proc.stdout
 
 
 def test_a_pause_that_cannot_finish_stops_the_run_before_the_primary_is_touched(pgbouncer_lab: dict[str, str]) -> None:
