@@ -19,6 +19,8 @@ description:
   - A node that cannot be read for another reason than being down (authentication, C(pg_hba.conf), a bad
     O(nodes[].primary_lsn)) is listed in RV(unreadable) with the module's message; the task fails only with
     O(fail_on_error=true).
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full

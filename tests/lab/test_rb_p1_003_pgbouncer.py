@@ -57,7 +57,7 @@ class Writers:
         self.log: list[tuple[str, float, int, Any]] = []  # (host, completed at, status, payment id)
         self.stop = threading.Event()
         self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.run, args=(host,), daemon=True) for host in APPS for _ in (1, 2)]
+        self.threads = [threading.Thread(target=self.run, args=(host,), daemon=True) for host in APPS for _client in (1, 2)]
 
     def run(self, host: str) -> None:
         while not self.stop.is_set():

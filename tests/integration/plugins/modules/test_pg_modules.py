@@ -152,8 +152,8 @@ def test_info_with_a_wrong_password_fails_without_showing_it(ansible: Ansible) -
     assert run.result["error_kind"] == "auth"
 
 
-def test_cluster_info_reads_every_node_at_once_down_and_misconfigured_ones_included(ansible: Ansible,
-                                                                                      cluster: PgCluster) -> None:
+def test_cluster_info_reads_every_node_at_once_down_and_misconfigured_ones_included(
+        ansible: Ansible, cluster: PgCluster) -> None:
     cluster.stop(SPARE)
     try:
         nodes = [dict(name="db-1", host=PRIMARY.host, port=PRIMARY.port, attempts=2, attempt_interval=0.1),

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from ansible_collections.akig.runbooks.plugins.doc_fragments.postgres import ModuleDocFragment
 from ansible_collections.akig.runbooks.plugins.module_utils.postgres import postgres_common_argument_spec
-from ansible_collections.akig.runbooks.plugins.modules import (pg_cluster_info, pg_diverged_transactions, pg_fence, pg_follow,
-                                                              pg_promote, pg_replication_info)
+from ansible_collections.akig.runbooks.plugins.modules import pg_cluster_info, pg_diverged_transactions, pg_fence
+from ansible_collections.akig.runbooks.plugins.modules import pg_follow, pg_promote, pg_replication_info
 
 ROOT = Path(__file__).resolve().parents[4]
 FRAGMENT = yaml.safe_load(ModuleDocFragment.DOCUMENTATION)["options"]
