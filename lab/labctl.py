@@ -6,14 +6,22 @@
     lab/akig-lab status        health of every component (--json for machines)
     lab/akig-lab fault NAME    inject a real fault (see `faults`); NAME=clear restores
     lab/akig-lab faults        list the faults (--json for machines)
-    lab/akig-lab reset         down, wipe the state folder, up
+    lab/akig-lab reset         down, wipe the state folder (keeping the db-endpoint setting), up
+    lab/akig-lab db-endpoint [direct|pgbouncer]   how the app reaches PostgreSQL (no argument: print it)
     lab/akig-lab queue-fill N [--overdue K]   N pending notifications (mixed kinds, K préavis past due)
 
 Topology: the lab inventory, inventories/lab/hosts.yml, is the one place the hosts and their
 loopback addresses are written (groups pg_primary, pg_replica: PostgreSQL 15 primary and hot
-standby on :5432; backend: akig-backend :4000 under pm2; frontend: akig-frontend :3000;
-notifier: akig-worker; redis: Redis 7 on :6379; saas: the SaaS emulator on :80). sshd listens
-on every address, port 22, key in state/ssh/lab_key.
+standbys on :5432, every standby cloned from and streaming from the primary; backend: akig-backend
+:4000 under pm2 and PgBouncer :6432; frontend: akig-frontend :3000; notifier: akig-worker; redis:
+Redis 7 on :6379; saas: the SaaS emulator on :80). sshd listens on every address, port 22, key in
+state/ssh/lab_key.
+
+Database endpoint (state/db_endpoint, `lab/akig-lab db-endpoint`): the app reaches PostgreSQL either
+`direct` (DATABASE_URL names the primary, the seed's topology, the default on a fresh lab) or through
+`pgbouncer`, the PgBouncer on its own host (DATABASE_URL names <host address>:6432; PgBouncer's
+databases.ini names the primary). PgBouncer runs on every backend host in both topologies, so a switch
+only rewrites DATABASE_URL and restarts the app. `reset` keeps the setting.
 
 Faults: the registry lab/faults.yml (name, what it breaks, what really happens, inject, clear).
 
@@ -62,6 +70,15 @@ BACKEND_PORT = 4000
 FRONTEND_PORT = 3000
 REDIS_PORT = 6379
 SAAS_PORT = 80
+PGBOUNCER_BIN = Path(os.environ.get("AKIG_PGBOUNCER_BIN", "/usr/sbin/pgbouncer"))
+PGBOUNCER_PORT = 6432
+# PgBouncer refuses to run as root: it runs as the PostgreSQL OS user, which owns its files (0600).
+PGBOUNCER_OS_USER = "postgres"
+PGBOUNCER_ADMIN_USER = "akig_pgbouncer_admin"
+PGBOUNCER_DATABASE = "akig_db"
+APP_DB_USER = "akig_app"
+DB_ENDPOINTS = ("direct", "pgbouncer")
+DEFAULT_DB_ENDPOINT = "direct"  # the seed's topology: the app talks to the primary
 try:  # the topology and the fault registry, each read from its one file (lab/labdata.py)
     TOPOLOGY = labdata.topology()
     FAULT_REGISTRY, CLEAR_STEPS = labdata.faults()
@@ -209,7 +226,7 @@ def load_secrets() -> dict[str, str]:
     if path.is_file():
         values = json.loads(path.read_text())
         # a secret added after this lab was set up: generated once, kept from then on
-        added = {"auth_check_password": lambda: tok(12)}
+        added = {"auth_check_password": lambda: tok(12), "pgbouncer_admin_password": lambda: tok(16)}
         missing = {k: make() for k, make in added.items() if k not in values}
         if missing:
             values.update(missing)
@@ -223,6 +240,7 @@ def load_secrets() -> dict[str, str]:
         "jwt_secret": tok(32),
         "probe_password": tok(12),
         "auth_check_password": tok(12),
+        "pgbouncer_admin_password": tok(16),
         "twilio_account_sid": "AC" + tok(16),
         "twilio_auth_token": tok(16),
         "sendgrid_api_key": "SG." + tok(11) + "." + tok(21),
@@ -243,6 +261,7 @@ def preflight() -> None:
         (Path("/usr/sbin/sshd"), "apt-get install openssh-server"),
         (Path("/usr/bin/sudo"), "apt-get install sudo"),
         (PM2, "npm ci --prefix lab"),
+        (PGBOUNCER_BIN, "apt-get install pgbouncer"),
     ]:
         if not path.exists():
             missing.append(f"{path} (install with: {hint})")
@@ -415,7 +434,8 @@ def pgpass_path() -> Path:
 
 
 def pg_up(sec: dict[str, str]) -> None:
-    primary, standby = pg_nodes()
+    nodes = pg_nodes()
+    primary, standbys = nodes[0], nodes[1:]
     (STATE / "pg").mkdir(parents=True, exist_ok=True)
     shutil.chown(STATE / "pg", "postgres", "postgres")
     write_private(pgpass_path(), f"127.0.0.0:*:*:replicator:{sec['pg_replication_password']}\n"
@@ -443,12 +463,15 @@ def pg_up(sec: dict[str, str]) -> None:
     else:
         pg_prepare_dirs(primary)
     # Start whatever node exists; never start a node that would become a second primary.
-    for node in (primary, standby):
+    for node in nodes:
         pg_converge_conf(node, sec)
         if (node.data / "PG_VERSION").exists() and not node.running():
             pg_guarded_start(node, sec)
-    if not (standby.data / "PG_VERSION").exists():
-        pg_clone_standby(current_primary(sec) or primary, standby, sec)
+    # Every standby that has no data yet: cloned from the current primary (the first node unless a
+    # failover moved it), started, streaming.
+    for standby in standbys:
+        if not (standby.data / "PG_VERSION").exists():
+            pg_clone_standby(current_primary(sec) or primary, standby, sec)
 
 
 def pg_converge_conf(node: PgNode, sec: dict[str, str]) -> None:
@@ -738,6 +761,314 @@ def write_known_hosts() -> None:
         known.write_text(text)
 
 
+# --------------------------------------------------------------------------- PgBouncer (every backend host)
+
+def scram_verifier(password: str, salt: bytes | None = None, iterations: int = 4096) -> str:
+    """A SCRAM-SHA-256 verifier as PostgreSQL stores it in pg_authid.rolpassword (RFC 5802/7677):
+    SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>. The lab's passwords are hex, which
+    SASLprep leaves as they are."""
+    import base64
+    import hmac
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    b64 = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def scram_matches(verifier: str, password: str) -> bool:
+    """Whether a SCRAM-SHA-256 verifier was computed from this password (its own salt and iterations)."""
+    import base64
+    import binascii
+    import hmac
+    m = re.fullmatch(r"SCRAM-SHA-256\$(\d+):([A-Za-z0-9+/=]+)\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+", verifier or "")
+    if not m:
+        return False
+    try:
+        salt = base64.b64decode(m[2], validate=True)
+    except binascii.Error:
+        return False
+    return hmac.compare_digest(scram_verifier(password, salt, int(m[1])), verifier)
+
+
+def pgb_dir(host: str) -> Path:
+    return app_dir(host) / "pgbouncer"
+
+
+def pgb_file(host: str, name: str) -> Path:
+    """pgbouncer.ini, databases.ini, userlist.txt, hba.conf, pgbouncer.pid, pgbouncer.log."""
+    return pgb_dir(host) / name
+
+
+def pgb_databases_text(primary_host: str) -> str:
+    return (
+        "; PgBouncer's [databases] section, alone in its file: RB-P1-003 repoints the entry here\n"
+        "; (akig.runbooks.pgbouncer_admin command=repoint) and PgBouncer reloads it. Written by the AKIG\n"
+        "; lab controller (`lab/akig-lab up` points it at the current primary).\n"
+        "[databases]\n"
+        f"{PGBOUNCER_DATABASE} = host={primary_host} port={PG_PORT} dbname={PGBOUNCER_DATABASE}\n"
+    )
+
+
+def pgb_ini_text(host: str, addr: str) -> str:
+    return f"""; PgBouncer on {host}: the AKIG app's stable database endpoint ({addr}:{PGBOUNCER_PORT}).
+; Written by the AKIG lab controller; see docs/pgbouncer.md. No clear-text password in any file:
+; userlist.txt holds SCRAM verifiers only.
+%include {pgb_file(host, 'databases.ini')}
+
+[pgbouncer]
+listen_addr = {addr}
+listen_port = {PGBOUNCER_PORT}
+; no Unix socket: two PgBouncers on one machine would fight over /tmp/.s.PGSQL.{PGBOUNCER_PORT}
+unix_socket_dir =
+pidfile = {pgb_file(host, 'pgbouncer.pid')}
+logfile = {pgb_file(host, 'pgbouncer.log')}
+
+; Authentication: the hba file says who may log in to what, the userlist holds SCRAM verifiers
+; (akig_app's copied from pg_authid on the primary, so PgBouncer logs in to PostgreSQL with the
+; client's SCRAM keys; the admin user's computed from its own secret).
+auth_type = hba
+auth_hba_file = {pgb_file(host, 'hba.conf')}
+auth_file = {pgb_file(host, 'userlist.txt')}
+; the admin console (PAUSE/RESUME/RELOAD/KILL): one operator user, nobody else
+admin_users = {PGBOUNCER_ADMIN_USER}
+
+; Transaction pooling: the app (lab/app/backend/src) keeps no session state: node-postgres sends
+; unnamed statements only (no `name:` query, no named prepared statement), no SET, no advisory lock,
+; no LISTEN/NOTIFY, no temporary table; its only explicit transaction (the notification queue's
+; claim, FOR UPDATE SKIP LOCKED) runs BEGIN..COMMIT on one client. It is also what makes PAUSE
+; useful for a planned failover: PAUSE returns once the transactions in flight end (in session mode
+; it would wait for every client to disconnect).
+pool_mode = transaction
+default_pool_size = 10
+max_client_conn = 200
+; node-postgres 8 sends only user, database and application_name (PgBouncer tracks
+; application_name itself); extra_float_digits is what JDBC and other drivers send.
+; `options` is not ignored: a client's -c settings would silently not apply.
+ignore_startup_parameters = extra_float_digits
+
+; Failover: a server connection idle for more than 5 s is checked (select 1) before a client gets
+; it, so a connection to a primary that died silently is found and dropped instead of failing a
+; client's transaction (the default, 30 s, leaves that window open for longer); one round trip
+; per 5 s per connection costs nothing here.
+server_check_query = select 1
+server_check_delay = 5
+; After a repoint (RELOAD with a new host) connections to the old primary are closed as soon as
+; they are released. With transaction pooling that is already the behaviour (server_fast_close
+; only changes session pooling); it is set so that a switch to session pooling keeps it.
+server_fast_close = 1
+; a failed login to the (dead) primary is retried after 1 s, not the default 15 s: once the entry
+; points at the new primary, clients get it within a second
+server_login_retry = 1
+server_connect_timeout = 3
+; clients wait at most 30 s for a server (a PAUSE longer than that fails them with a clear error)
+query_wait_timeout = 30
+log_connections = 0
+log_disconnections = 0
+"""
+
+
+def pgb_hba_text(addr: str) -> str:
+    return (
+        "# PgBouncer's hba (auth_type = hba): the admin console only from this host's loopback and its own\n"
+        "# address, for the admin user, with SCRAM; the app database for the app user with SCRAM. Anything\n"
+        "# else is refused (the app user cannot log in to the admin console).\n"
+        f"host  pgbouncer  {PGBOUNCER_ADMIN_USER}  127.0.0.1/32  scram-sha-256\n"
+        f"host  pgbouncer  {PGBOUNCER_ADMIN_USER}  {addr}/32  scram-sha-256\n"
+        f"host  {PGBOUNCER_DATABASE}  {APP_DB_USER}  127.0.0.0/8  scram-sha-256\n"
+    )
+
+
+def pgb_userlist_text(host: str, app_verifier: str, sec: dict[str, str]) -> str:
+    """SCRAM verifiers only; the admin's is kept while it matches the admin secret (a new salt on
+    every `up` would rewrite the file for nothing)."""
+    admin = None
+    path = pgb_file(host, "userlist.txt")
+    if path.exists():
+        m = re.search(rf'^"{PGBOUNCER_ADMIN_USER}" "([^"]+)"$', path.read_text(), re.MULTILINE)
+        if m and scram_matches(m[1], sec["pgbouncer_admin_password"]):
+            admin = m[1]
+    admin = admin or scram_verifier(sec["pgbouncer_admin_password"])
+    return f'"{APP_DB_USER}" "{app_verifier}"\n"{PGBOUNCER_ADMIN_USER}" "{admin}"\n'
+
+
+def pgb_pid(host: str) -> int | None:
+    pid = read_pid(pgb_file(host, "pgbouncer.pid"))
+    return pid if pid and pid_alive(pid) else None
+
+
+def pgb_admin_connect(addr: str, sec: dict[str, str], timeout: int = 2):
+    import psycopg2
+    conn = psycopg2.connect(host=addr, port=PGBOUNCER_PORT, user=PGBOUNCER_ADMIN_USER, dbname="pgbouncer",
+                            password=sec["pgbouncer_admin_password"], connect_timeout=timeout)
+    conn.autocommit = True
+    return conn
+
+
+def pgb_show(addr: str, sec: dict[str, str]) -> dict[str, Any] | None:
+    """The app database's entry as the running PgBouncer sees it: {host, port, paused}; None when
+    its admin console does not answer."""
+    try:
+        conn = pgb_admin_connect(addr, sec)
+    except Exception:  # noqa: BLE001  # not answering is the answer
+        return None
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW DATABASES")
+            cols = [c[0] for c in cur.description]
+            for row in cur.fetchall():
+                entry = dict(zip(cols, row))
+                if entry["name"] == PGBOUNCER_DATABASE:
+                    return {"host": entry["host"], "port": entry["port"], "paused": bool(entry["paused"])}
+        return {"host": None, "port": None, "paused": False}
+    except Exception:  # noqa: BLE001
+        return None
+    finally:
+        conn.close()
+
+
+def pgb_admin(addr: str, sec: dict[str, str], command: str) -> None:
+    conn = pgb_admin_connect(addr, sec)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(command)
+    finally:
+        conn.close()
+
+
+def pgbouncer_up(sec: dict[str, str]) -> None:
+    """PgBouncer on every backend host: its files written (databases.ini pointing at the current
+    primary), started when not running, reloaded when a file changed, answering its admin console."""
+    primary = current_primary(sec)
+    if not primary:
+        raise LabError("PgBouncer: no PostgreSQL primary answers, so its database entry has nowhere to point; "
+                       "run `lab/akig-lab status`, then `lab/akig-lab fault clear` or `lab/akig-lab reset`")
+    rows = pg_query(primary, sec, "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (APP_DB_USER,))
+    app_verifier = rows[0][0] if rows else ""
+    if not app_verifier.startswith("SCRAM-SHA-256$"):
+        raise LabError(f"PgBouncer: the role {APP_DB_USER} on {primary.name} has no SCRAM-SHA-256 password "
+                       f"(password_encryption must be scram-sha-256); run `lab/akig-lab reset`")
+    for host, addr in APP_HOSTS.items():
+        d = pgb_dir(host)
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.chown(d, PGBOUNCER_OS_USER, PGBOUNCER_OS_USER)
+        os.chmod(d, 0o700)
+        wanted = {
+            "pgbouncer.ini": pgb_ini_text(host, addr),
+            "databases.ini": pgb_databases_text(primary.host),
+            "hba.conf": pgb_hba_text(addr),
+            "userlist.txt": pgb_userlist_text(host, app_verifier, sec),
+        }
+        changed = []
+        for name, text in wanted.items():
+            path = pgb_file(host, name)
+            if not path.exists() or path.read_text() != text:
+                write_private(path, text, owner=PGBOUNCER_OS_USER)
+                changed.append(name)
+            elif (path.stat().st_mode & 0o777) != 0o600:
+                os.chmod(path, 0o600)
+        pid = pgb_pid(host)
+        if pid and port_open(addr, PGBOUNCER_PORT):
+            if changed:
+                log(f"reload PgBouncer {host} ({', '.join(changed)} changed)")
+                os.kill(pid, signal.SIGHUP)
+                wait_for(lambda a=addr, p=primary.host: (pgb_show(a, sec) or {}).get("host") == p, 15,
+                         f"PgBouncer {host} to point at {primary.name} after its reload")
+            continue
+        if pid:  # alive but not listening: a stuck process
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda p=pid: not pid_alive(p), 10, f"the stuck PgBouncer {host} to die")
+        pgbouncer_start(host, addr, sec)
+
+
+def pgbouncer_start(host: str, addr: str, sec: dict[str, str]) -> None:
+    check_port_free(f"PgBouncer {host}", addr, PGBOUNCER_PORT, ours=False)
+    pgb_file(host, "pgbouncer.pid").unlink(missing_ok=True)  # a killed PgBouncer leaves its pidfile behind
+    log(f"start PgBouncer {host} ({addr}:{PGBOUNCER_PORT})")
+    run([str(PGBOUNCER_BIN), "-d", "-q", str(pgb_file(host, "pgbouncer.ini"))], user=PGBOUNCER_OS_USER)
+    try:
+        wait_for(lambda: pgb_show(addr, sec) is not None, 15, f"PgBouncer {host} to answer on {addr}:{PGBOUNCER_PORT}")
+    except LabError as exc:
+        tail = pgb_file(host, "pgbouncer.log")
+        raise LabError(f"{exc}; see {tail}") from exc
+
+
+def pgbouncer_down() -> None:
+    for host in APP_HOSTS:
+        stop_pidfile(pgb_file(host, "pgbouncer.pid"), f"PgBouncer {host}")
+
+
+# --------------------------------------------------------------------------- database endpoint (direct | pgbouncer)
+
+def db_endpoint_path() -> Path:
+    return STATE / "db_endpoint"
+
+
+def read_db_endpoint() -> str:
+    """The lab's topology setting; `direct` when the lab has none yet."""
+    try:
+        value = db_endpoint_path().read_text().strip()
+    except FileNotFoundError:
+        return DEFAULT_DB_ENDPOINT
+    if value not in DB_ENDPOINTS:
+        raise LabError(f"{db_endpoint_path()} holds {value!r}, not one of {', '.join(DB_ENDPOINTS)}; "
+                       f"set it with `lab/akig-lab db-endpoint direct` (or pgbouncer)")
+    return value
+
+
+def database_url(addr: str, sec: dict[str, str], endpoint: str, primary_host: str) -> str:
+    """DATABASE_URL for a backend host: the primary itself, or the PgBouncer on the host."""
+    where = f"{addr}:{PGBOUNCER_PORT}" if endpoint == "pgbouncer" else f"{primary_host}:{PG_PORT}"
+    return f"postgresql://{APP_DB_USER}:{sec['pg_app_password']}@{where}/akig_db"
+
+
+def env_database_target(path: Path) -> str | None:
+    """host:port of DATABASE_URL in an env file (never the password)."""
+    try:
+        m = re.search(r"^DATABASE_URL=postgresql://[^@\n]*@([^/\n]+)/", path.read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return m[1] if m else None
+
+
+def endpoint_matches(addr: str, target: str | None, endpoint: str) -> bool:
+    if endpoint == "pgbouncer":
+        return target == f"{addr}:{PGBOUNCER_PORT}"
+    return bool(target) and target.rsplit(":", 1)[-1] == str(PG_PORT) and target.rsplit(":", 1)[0] in DB_NODES.values()
+
+
+def set_db_endpoint(sec: dict[str, str], endpoint: str) -> None:
+    """Persist the setting, rewrite DATABASE_URL on every backend host (env file and its deploy backup),
+    restart the app through pm2 where it changed, wait until every backend is healthy."""
+    if endpoint not in DB_ENDPOINTS:
+        raise LabError(f"db-endpoint: {endpoint!r} is not one of {', '.join(DB_ENDPOINTS)}")
+    primary = current_primary(sec)
+    if not primary:
+        raise LabError("db-endpoint: no PostgreSQL primary answers; run `lab/akig-lab status`, then "
+                       "`lab/akig-lab fault clear` (or `reset`), and switch again")
+    pgbouncer_up(sec)  # running in both topologies; pointing at the current primary
+    db_endpoint_path().write_text(endpoint + "\n")
+    changed = []
+    for host, addr in APP_HOSTS.items():
+        url = database_url(addr, sec, endpoint, primary.host)
+        for path in (env_file(host), app_dir(host) / "shared" / "backups" / "akig.env.deploy-1"):
+            if path.exists() and f"\nDATABASE_URL={url}\n" not in "\n" + path.read_text():
+                set_env_key(path, "DATABASE_URL", url)
+                if host not in changed:
+                    changed.append(host)
+    for host in changed:
+        log(f"{host}: DATABASE_URL -> {endpoint} ({env_database_target(env_file(host))}); restart the app")
+        pm2(host, "reload", "akig-backend", timeout=90)
+        if host in NOTIFIER_HOSTS:
+            pm2(host, "restart", "akig-worker", timeout=60)
+    for host, addr in APP_HOSTS.items():
+        wait_for(lambda a=addr: http_json(f"http://{a}:{BACKEND_PORT}/api/health")[0] == 200, 45,
+                 f"akig-backend on {host} to be healthy on the {endpoint} endpoint")
+    log(f"database endpoint: {endpoint}" + ("" if changed else " (already set; nothing restarted)"))
+
+
 # --------------------------------------------------------------------------- the app (pm2)
 
 def app_dir(host: str) -> Path:
@@ -774,11 +1105,13 @@ def pm2_list(host: str) -> list[dict[str, Any]]:
         return []
 
 
-def app_env_text(host: str, addr: str, sec: dict[str, str], primary_host: str) -> str:
+def app_env_text(host: str, addr: str, sec: dict[str, str], primary_host: str, endpoint: str | None = None) -> str:
+    """The backend's env file; DATABASE_URL follows the lab's db-endpoint setting (direct: the primary,
+    pgbouncer: the PgBouncer on this host)."""
     return "\n".join([
         "# AKIG backend environment (written by the lab controller; a deploy keeps a backup in shared/backups/)",
         f"HOST={addr}", f"PORT={BACKEND_PORT}",
-        f"DATABASE_URL=postgresql://akig_app:{sec['pg_app_password']}@{primary_host}:{PG_PORT}/akig_db",
+        f"DATABASE_URL={database_url(addr, sec, endpoint or read_db_endpoint(), primary_host)}",
         f"REDIS_URL=redis://:{sec['redis_password']}@{CACHE[1]}:{CACHE[2]}/0",
         f"JWT_SECRET={sec['jwt_secret']}", "JWT_TTL_S=3600",
         f"TWILIO_ACCOUNT_SID={sec['twilio_account_sid']}", f"TWILIO_AUTH_TOKEN={sec['twilio_auth_token']}",
@@ -895,11 +1228,13 @@ def up() -> None:
     STATE.mkdir(parents=True, exist_ok=True)
     ensure_traversable(STATE)
     sec = load_secrets()
+    read_db_endpoint()  # a malformed setting stops here, before anything starts
     sshd_up()
     redis_up(sec)
     saas_up(sec)
     pg_up(sec)
     pg_ensure_auth_check(sec)
+    pgbouncer_up(sec)
     app_up(sec)
     write_baseline(sec)
     production_shape(sec)
@@ -909,6 +1244,7 @@ def up() -> None:
 def down() -> None:
     t0 = time.monotonic()
     app_down()
+    pgbouncer_down()
     stop_pidfile(saas_dir() / "emulator.pid", "the SaaS emulator")
     redis_down()
     for node in pg_nodes():
@@ -925,6 +1261,7 @@ def down() -> None:
 def lab_ports() -> list[tuple[str, int]]:
     ports = [(h, PG_PORT) for h in DB_NODES.values()]
     ports += [(h, BACKEND_PORT) for h in APP_HOSTS.values()] + [(APP_HOSTS[h], FRONTEND_PORT) for h in FRONTEND_HOSTS]
+    ports += [(h, PGBOUNCER_PORT) for h in APP_HOSTS.values()]
     ports += [(CACHE[1], CACHE[2]), (SAAS[1], SAAS[2])] + [(a, 22) for a in ALL_ADDRESSES]
     return ports
 
@@ -955,6 +1292,11 @@ def status_data() -> dict[str, Any]:
         out[CACHE[0]] = {"address": f"{CACHE[1]}:{CACHE[2]}", "ok": bool(sec and redis_client(sec).ping())}
     except Exception as exc:  # noqa: BLE001
         out[CACHE[0]] = {"address": f"{CACHE[1]}:{CACHE[2]}", "ok": False, "error": type(exc).__name__}
+    try:
+        endpoint = read_db_endpoint()
+    except LabError:
+        endpoint = "invalid"
+    out["db_endpoint"] = {"setting": endpoint}
     for host, addr in APP_HOSTS.items():
         code, body = http_json(f"http://{addr}:{BACKEND_PORT}/api/health")
         procs = {p["name"] + (f"#{p.get('pm2_env', {}).get('NODE_APP_INSTANCE', 0)}" if p["name"] == "akig-backend" else ""):
@@ -970,6 +1312,13 @@ def status_data() -> dict[str, Any]:
             item["ok"] = item["ok"] and fcode == 200
         if host in NOTIFIER_HOSTS:
             item["ok"] = item["ok"] and procs.get("akig-worker") == "online"
+        shown = pgb_show(addr, sec) if sec else None
+        item["pgbouncer"] = {"address": f"{addr}:{PGBOUNCER_PORT}", "up": shown is not None,
+                             **({"points_to": f"{shown['host']}:{shown['port']}", "paused": shown["paused"]}
+                                if shown else {})}
+        target = env_database_target(env_file(host))
+        item["database_url"] = target
+        item["ok"] = item["ok"] and shown is not None and not shown["paused"] and endpoint_matches(addr, target, endpoint)
         out[host] = item
     code, body = http_json(f"{saas_base()}/_emulator/health")
     out[SAAS[0]] = {"address": f"{SAAS[1]}:{SAAS[2]}", "ok": code == 200,
@@ -989,9 +1338,12 @@ def status(as_json: bool) -> int:
             if name == "faults":
                 print(f"{'faults':8} {', '.join(item) or 'none'}")
                 continue
+            if name == "db_endpoint":
+                print(f"{'endpoint':8} {item['setting']}")
+                continue
             detail = {k: v for k, v in item.items() if k not in ("ok",)}
             print(f"{name:8} {'OK ' if item.get('ok') else 'KO '} {json.dumps(detail, ensure_ascii=False)}")
-    return 0 if all(v.get("ok") for k, v in data.items() if k != "faults") else 1
+    return 0 if all(v.get("ok") for k, v in data.items() if k not in ("faults", "db_endpoint")) else 1
 
 
 # --------------------------------------------------------------------------- faults
@@ -1243,6 +1595,17 @@ def fault_memory_leak(sec: dict[str, str]) -> None:
     record_fault("memory_leak", revisions=revs)
 
 
+def fault_pgbouncer_down(sec: dict[str, str]) -> None:
+    """SIGKILL the PgBouncer of the first backend host (as the OOM killer would); nothing restarts it."""
+    host, addr = next(iter(APP_HOSTS.items()))
+    pid = pgb_pid(host)
+    if not pid:
+        raise LabError(f"PgBouncer {host} is not running; run `lab/akig-lab fault clear` first")
+    kill_tree(pid)
+    wait_for(lambda: not port_open(addr, PGBOUNCER_PORT), 10, f"PgBouncer {host} to stop accepting connections")
+    record_fault("pgbouncer_down", host=host, pid=pid, db_endpoint=read_db_endpoint())
+
+
 def emulator_mode(service: str, mode: str) -> None:
     code, body = http_json(f"{saas_base()}/_emulator/mode", method="POST", body={"service": service, "mode": mode})
     if code != 200:
@@ -1287,6 +1650,10 @@ def clear_replica(sec: dict[str, str]) -> None:
     for node in running_standbys(sec):
         changed = False
         if primary and not pg_query(node, sec, "SHOW primary_conninfo")[0][0]:
+            # its slot on the current primary (after a failover the new primary has none for it)
+            slot = node.name.replace("-", "_") + "_slot"
+            pg_query(primary, sec, "SELECT pg_create_physical_replication_slot(%s, true) "
+                     "WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)", (slot, slot))
             write_standby_conf(node, primary)
             pg_query(node, sec, "SELECT pg_reload_conf()")
             changed = True
@@ -1295,6 +1662,17 @@ def clear_replica(sec: dict[str, str]) -> None:
             changed = True
         if changed and primary:
             wait_for(lambda n=node: streaming(n, sec), 30, f"{node.name} to stream from {primary.name} again")
+
+
+def clear_pgbouncer(sec: dict[str, str]) -> None:
+    """Every backend host's PgBouncer running, pointing at the current primary, not paused."""
+    if not current_primary(sec):
+        return  # clear_database could not bring a primary back; status says so
+    pgbouncer_up(sec)
+    for host, addr in APP_HOSTS.items():
+        if (pgb_show(addr, sec) or {}).get("paused"):
+            log(f"resume PgBouncer {host} (left paused)")
+            pgb_admin(addr, sec, "RESUME")
 
 
 def clear_redis(sec: dict[str, str]) -> None:
@@ -1557,6 +1935,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up")
     sub.add_parser("down")
     sub.add_parser("reset")
+    de = sub.add_parser("db-endpoint", help="how the app reaches PostgreSQL: direct or through the host's PgBouncer")
+    de.add_argument("endpoint", nargs="?", choices=DB_ENDPOINTS, help="no argument: print the setting")
     st = sub.add_parser("status")
     st.add_argument("--json", action="store_true")
     f = sub.add_parser("fault")
@@ -1579,9 +1959,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "down":
             down()
         elif args.cmd == "reset":
+            try:  # the topology setting survives a reset (a malformed one does not)
+                endpoint = read_db_endpoint()
+            except LabError:
+                endpoint = DEFAULT_DB_ENDPOINT
             down()
             shutil.rmtree(STATE, ignore_errors=True)
+            STATE.mkdir(parents=True, exist_ok=True)
+            db_endpoint_path().write_text(endpoint + "\n")
             up()
+        elif args.cmd == "db-endpoint" and args.endpoint is None:
+            print(read_db_endpoint())
+        elif args.cmd == "db-endpoint":
+            if not (STATE / "secrets.json").exists():
+                raise LabError("the lab is not set up; run `lab/akig-lab up` first")
+            set_db_endpoint(load_secrets(), args.endpoint)
         elif args.cmd == "status":
             return status(args.json)
         elif args.cmd == "faults" and args.json:

@@ -524,12 +524,14 @@ def _waldump(job: Job, server: Server, waldump: str, tli: int, fork: int, segmen
         if _NO_RECORD_RE.search(stderr) or (missing and segment_size and fork % segment_size == 0):
             scan.end_lsn = format_lsn(fork)  # the WAL ends at (or before) the fork point
             return scan
-        if missing:
+        segment = missing.group(1) if missing else ("of the fork point" if "could not find any WAL file" in stderr
+                                                    else None)
+        if segment:
             raise DivergenceError(
                 "the old primary's WAL from the fork point %s on is no longer in %s (segment %s is missing: recycled "
                 "after a checkpoint); its transactions after the fork cannot be listed. Look for the segment in the WAL "
-                "archive, or rejoin without the list (pg_failover_rejoin_lost_transactions=false) after copying %s "
-                "aside" % (format_lsn(fork), server.path("pg_wal"), missing.group(1), server.cfg.data_dir))
+                "archive, or rejoin without the list (-e pg_failover_lost_transactions=false) after copying %s "
+                "aside" % (format_lsn(fork), server.path("pg_wal"), segment, server.cfg.data_dir))
     scan.end_lsn = parse_waldump_end(stderr, segment_size)
     if scan.end_lsn is None:
         raise DivergenceError("pg_waldump found no end of the old primary's WAL after %s (rc %s: %s)" % (

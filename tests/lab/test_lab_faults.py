@@ -6,11 +6,13 @@ is injected, the code after it once the fault is in. A registry entry without on
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import psycopg2
@@ -253,6 +255,29 @@ def _replica_lagging(lab: Lab) -> Iterator[None]:
     time.sleep(1)
     assert not lab.pg("db-2", "SELECT 1 FROM lab_lag WHERE marker = %s", (marker,))  # the replica is stale
     assert http(f"{BACKENDS[0]}/api/health")[0] == 200  # the app does not notice
+
+
+@check("pgbouncer_down")
+def _pgbouncer_down(lab: Lab) -> Iterator[None]:
+    def answers(addr: str) -> bool:
+        with suppress(OSError), socket.create_connection((addr, 6432), timeout=1):
+            return True
+        return False
+
+    topology = labctl("db-endpoint").stdout.strip()
+    sick, *others = APPS
+    assert all(answers(a) for a in APPS.values())
+    pid = int((STATE / sick / "pgbouncer" / "pgbouncer.pid").read_text().split()[0])
+    yield
+    assert not answers(APPS[sick]) and all(answers(APPS[h]) for h in others)
+    state = "gone"
+    with suppress(OSError):
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    assert state in ("gone", "Z"), f"the PgBouncer process {pid} is still there ({state})"
+    # the app on that host loses its database only when it goes through PgBouncer
+    expected = 503 if topology == "pgbouncer" else 200
+    assert wait_until(lambda: http(f"http://{APPS[sick]}:4000/api/health")[0] == expected, 10), topology
+    assert http(f"http://{APPS[others[0]]}:4000/api/health")[0] == 200
 
 
 def _provider_check(provider_status: int, *bodies: dict) -> Check:

@@ -143,7 +143,7 @@ def test_lab_health_over_ssh_shows_every_component_ok(lab_up, topology) -> None:
     proc = ansible("ansible-playbook", "-i", "inventories/lab-fqdn", "playbooks/lab-health.yml",
                    "-e", "health_fail_on_unhealthy=true")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    expected = [("db-1", "postgresql"), ("db-2", "postgresql"), ("cache-1", "redis"),
+    expected = [("db-1", "postgresql"), ("db-2", "postgresql"), ("db-3", "postgresql"), ("cache-1", "redis"),
                 ("app-1", "backend"), ("app-2", "backend"), ("app-1", "frontend")]
     for short, component in expected:
         host = topology.fqdns[short]

@@ -19,7 +19,7 @@ def playbook(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 def test_lab_health_reports_every_component(lab_up) -> None:
     proc = playbook("playbooks/lab-health.yml", "-e", "health_fail_on_unhealthy=true")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    for host, component in [("db-1", "postgresql"), ("db-2", "postgresql"), ("cache-1", "redis"),
+    for host, component in [("db-1", "postgresql"), ("db-2", "postgresql"), ("db-3", "postgresql"), ("cache-1", "redis"),
                             ("app-1", "backend"), ("app-2", "backend"), ("app-1", "frontend")]:
         assert any(line.strip().strip('",').startswith(host) and component in line and " OK " in line
                    for line in proc.stdout.splitlines()), (host, component, proc.stdout[-3000:])

@@ -46,6 +46,28 @@ def test_every_inventory_computes_addresses_one_way(inventory: str) -> None:
     assert gv["incident_lock_redis_db"] == group_vars("production")["incident_lock_redis_db"]
 
 
+PGBOUNCER_VARS = ("akig_pgbouncer_port", "akig_pgbouncer_database", "akig_pgbouncer_admin_user",
+                  "akig_pgbouncer_admin_password", "akig_pgbouncer_config_file", "akig_pgbouncer_os_user",
+                  "akig_pgbouncer_service_manager")
+
+
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_every_inventory_says_how_the_app_reaches_the_database(inventory: str) -> None:
+    """akig_db_endpoint and the PgBouncer settings, in every inventory; the lab reads its setting from the lab."""
+    gv = group_vars(inventory)
+    assert all(gv.get(v) for v in PGBOUNCER_VARS), [v for v in PGBOUNCER_VARS if not gv.get(v)]
+    assert gv["akig_pgbouncer_port"] == 6432 and gv["akig_pgbouncer_database"] == gv["akig_pg_database"]
+    if inventory.startswith("lab"):
+        assert "/db_endpoint" in gv["akig_db_endpoint"] and "default('direct', true)" in gv["akig_db_endpoint"]
+        assert gv["akig_pgbouncer_service_manager"] == "daemon"
+    else:
+        assert gv["akig_db_endpoint"] == "direct"
+        assert gv["akig_pgbouncer_service_manager"] == "systemd" and gv["akig_pgbouncer_service_name"]
+        assert gv["akig_pgbouncer_admin_password"] == "{{ vault_akig_pgbouncer_admin_password }}"
+        vault = yaml.safe_load((REPO / "inventories" / inventory / "group_vars" / "all" / "vault.yml.example").read_text())
+        assert vault["vault_akig_pgbouncer_admin_password"] == "CHANGE_ME"
+
+
 def test_redis_persists_with_aof(rds) -> None:
     assert rds.config_get("appendonly") in ({"appendonly": "yes"}, {b"appendonly": b"yes"})
 
@@ -55,27 +77,33 @@ def test_a_replication_slot_cannot_fill_the_primarys_disk(pg) -> None:
         assert pg(node, "SHOW max_slot_wal_keep_size", dbname="postgres") == [("1GB",)]
 
 
-def test_primary_streams_to_the_replica(pg) -> None:
+REPLICAS = [n for n in DB if n != "db-1"]  # db-2 and db-3: every replica streams from db-1
+
+
+def test_primary_streams_to_every_replica(pg) -> None:
+    assert len(REPLICAS) >= 2
     rows = pg("db-1", "SELECT application_name, state FROM pg_stat_replication", dbname="postgres")
-    assert ("db-2", "streaming") in rows
-    assert pg("db-2", "SELECT pg_is_in_recovery()", dbname="postgres") == [(True,)]
+    assert all((node, "streaming") in rows for node in REPLICAS), rows
     assert pg("db-1", "SELECT pg_is_in_recovery()", dbname="postgres") == [(False,)]
+    slots = {r[0] for r in pg("db-1", "SELECT slot_name FROM pg_replication_slots WHERE active", dbname="postgres")}
+    assert slots == {n.replace("-", "_") + "_slot" for n in REPLICAS}
+    for node in REPLICAS:
+        assert pg(node, "SELECT pg_is_in_recovery()", dbname="postgres") == [(True,)]
 
 
-def test_a_write_on_the_primary_reaches_the_replica(pg) -> None:
+def test_a_write_on_the_primary_reaches_every_replica(pg) -> None:
     marker = uuid.uuid4().hex
     pg("db-1", "CREATE TABLE IF NOT EXISTS lab_smoke (marker text)")
     pg("db-1", "INSERT INTO lab_smoke VALUES (%s)", (marker,))
-    assert wait_until(lambda: pg("db-2", "SELECT 1 FROM lab_smoke WHERE marker = %s", (marker,)), 10)
+    for node in REPLICAS:
+        assert wait_until(lambda n=node: pg(n, "SELECT 1 FROM lab_smoke WHERE marker = %s", (marker,)), 10), node
 
 
-def test_the_standby_refuses_writes(pg) -> None:
+def test_the_standbys_refuse_writes(pg) -> None:
     import psycopg2
-    try:
-        pg("db-2", "CREATE TABLE must_fail (x int)")
-    except psycopg2.errors.ReadOnlySqlTransaction:
-        return
-    raise AssertionError("db-2 accepted a write while it is a standby")
+    for node in REPLICAS:
+        with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):
+            pg(node, "CREATE TABLE must_fail (x int)")
 
 
 def test_the_seed_data_is_there(pg) -> None:

@@ -21,6 +21,9 @@ from conftest import ansible_playbook, APPS, DB, STATE, http, labctl, read_secre
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 INVENTORY = "inventories/lab"
+# The lab has two replicas (db-2, db-3): these guards are about one replica, db-2, named as the candidate
+# (the choice among several replicas is tested with RB-P1-003).
+CANDIDATE = ("-e", "pg_failover_candidate=db-2")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -205,9 +208,9 @@ def test_validate_refuses_bad_inputs_naming_them_before_anything_is_read(tmp_pat
 def test_planned_failover_to_a_replica_that_does_not_stream_is_refused_before_fencing(lab: None, tmp_path: Path) -> None:
     stop_receiver("db-2")
     for force in ("false", "true"):  # pg_failover_force does not override it
-        proc = run(tmp_path, "not-streaming-" + force, [entry("main")], "-e", f"pg_failover_force={force}")
+        proc = run(tmp_path, "not-streaming-" + force, [entry("main")], "-e", f"pg_failover_force={force}", *CANDIDATE)
         assert proc.returncode != 0
-        assert "db-1 accepts writes but its pg_stat_replication does not show db-2 streaming" in proc.stdout, out(proc)
+        assert "the candidate db-2 cannot be promoted: not streaming while the old primary is up" in proc.stdout, out(proc)
         assert "Nothing was changed" in proc.stdout
         assert writable("db-1") is True and writable("db-2") is False
         assert not (data_dir("db-1") / "standby.signal").exists()
@@ -222,7 +225,7 @@ def test_planned_failover_that_cannot_catch_up_puts_the_old_primary_back(lab: No
         sql("db-1", "INSERT INTO pg_guards_marker VALUES (42)")
         lsn = sql("db-1", "SELECT pg_current_wal_lsn()::text")[0]
         assert wait_until(lambda: sql("db-2", "SELECT pg_last_wal_receive_lsn() >= %s::pg_lsn", (lsn,))[0], 20)
-        proc = run(tmp_path, "catch-up-fails", [entry("main")], "-e", "pg_failover_catchup_timeout_s=3")
+        proc = run(tmp_path, "catch-up-fails", [entry("main")], "-e", "pg_failover_catchup_timeout_s=3", *CANDIDATE)
         assert proc.returncode != 0
         assert "did not catch up with the old primary within catchup_timeout=3 s" in proc.stdout, out(proc)
         assert ("Rolled back: db-1 was unfenced (standby.signal removed) and started again. It accepts writes again. "
@@ -291,7 +294,7 @@ def test_crash_with_a_replica_that_stopped_receiving_is_refused_and_nothing_is_l
     # the hole of the old check: nothing received-but-not-replayed on db-2, so "0 B behind"
     assert sql("db-2", "SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())")[0] in (0, None)
     labctl("fault", "db_primary_down")
-    proc = run(tmp_path, "stale-replica", [entry("main")])
+    proc = run(tmp_path, "stale-replica", [entry("main")], *CANDIDATE)
     assert proc.returncode != 0
     assert re.search(r"refusing to promote 127\.0\.0\.12:5432: it has received WAL up to \S+ and replayed up to \S+: "
                      r"\d+ bytes behind the old primary's WAL end \S+, \d+ of them never received", proc.stdout), out(proc)
@@ -320,7 +323,7 @@ def test_failover_repoint_then_rejoin_refuses_writable_nodes_and_cleans_up_after
     env.write_text(env.read_text().replace(url_line, 'export DATABASE_URL="%s"  # the primary' % url_line.split("=", 1)[1]))
 
     labctl("fault", "db_primary_down")
-    proc = run(tmp_path, "failover", [entry("main"), show("pg_failover_result")])
+    proc = run(tmp_path, "failover", [entry("main"), show("pg_failover_result")], *CANDIDATE)
     assert proc.returncode == 0, out(proc)
     assert '"lag_basis": "old_primary_wal_end"' in proc.stdout and '"new_primary_port": 5432' in proc.stdout
     assert writable("db-2") is True and writable("db-1") is None
@@ -352,7 +355,13 @@ def test_failover_repoint_then_rejoin_refuses_writable_nodes_and_cleans_up_after
     pg_ctl("db-1", "-m", "fast", "-w", "stop")
     for segment in (data_dir("db-1") / "pg_wal").glob("0000*"):
         segment.unlink()
-    proc = rejoin(tmp_path, "base-backup-fails", "db-1", "db-2", "-e", "akig_pg_replication_user=nobody_here")
+    # the diverged WAL is gone too: the lost transactions cannot be listed, so the rejoin stops before pg_rewind
+    proc = rejoin(tmp_path, "no-wal-to-list", "db-1", "db-2")
+    assert proc.returncode != 0 and "its transactions after the fork cannot be listed" in proc.stdout, out(proc)
+    assert (data_dir("db-1") / "global" / "pg_control").exists()
+    # the operator accepts that (the data directory is still moved aside, not deleted)
+    proc = rejoin(tmp_path, "base-backup-fails", "db-1", "db-2", "-e", "akig_pg_replication_user=nobody_here",
+                  "-e", "pg_failover_lost_transactions=false")
     assert proc.returncode != 0
     assert "Rejoining db-1 failed:" in proc.stdout and "Its slot db_1_slot on db-2 was dropped." in proc.stdout, out(proc)
     assert sql("db-2", "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'db_1_slot'")[0] == 0
@@ -362,7 +371,7 @@ def test_failover_repoint_then_rejoin_refuses_writable_nodes_and_cleans_up_after
     assert len(diverged("db-1")) == 1 and not list(diverged("db-1")[0].glob("data.diverged*"))
 
     # a rerun resumes and completes; the copy moved aside is kept (pg_failover_keep_diverged: 1)
-    proc = rejoin(tmp_path, "resume", "db-1", "db-2")
+    proc = rejoin(tmp_path, "resume", "db-1", "db-2", "-e", "pg_failover_lost_transactions=false")
     assert proc.returncode == 0, out(proc)
     assert writable("db-1") is False  # answers on its own address (node.conf kept), read-only
     assert sql("db-2", "SELECT application_name, state FROM pg_stat_replication WHERE application_name = 'db-1'") \

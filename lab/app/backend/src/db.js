@@ -15,6 +15,9 @@ const UNAVAILABLE_CODES = new Set([
   '53300', // too many connections
   '28P01', '28000', // auth failed
   '3D000', // database does not exist
+  // PgBouncer in front of PostgreSQL: a dead server is reported to the client as a protocol/connection error
+  // ('server conn crashed?', 'pgbouncer cannot connect to server', 'query_wait_timeout'), not as a socket error
+  '08P01', '08006', '08001', '08003', '08004',
 ]);
 
 function createPool(cfg, { application_name = 'akig-backend', max = cfg.DB_POOL_MAX } = {}) {
