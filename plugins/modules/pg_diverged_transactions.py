@@ -264,6 +264,9 @@ def argument_spec() -> dict:
     return spec
 
 
+ARGUMENT_SPEC = argument_spec()
+
+
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     if psycopg2 is None:
