@@ -24,8 +24,14 @@ the database's client and server connections and leaves it paused.
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import json
+import os
 import re
 import select
+import signal
+import tempfile
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -58,6 +64,7 @@ __all__ = [
     "repoint_text",
     "run",
     "summary",
+    "waiter_cancel",
 ]
 
 COMMANDS = ("show", "pause", "resume", "reload", "kill", "repoint", "wait_close")
@@ -424,11 +431,24 @@ class _Run:
             raise PgBouncerError("connect_timeout must be at least 1 second, got %d" % params["connect_timeout"])
         if params["timeout"] <= 0:
             raise PgBouncerError("timeout must be more than 0 seconds, got %s" % params["timeout"])
+        waiter = params.get("resume_when_writable")
+        if waiter:
+            if self.command != "pause":
+                raise PgBouncerError("resume_when_writable only goes with command=pause (got command=%s)" % self.command)
+            missing = [name for name in ("database", "config_file", "target_host") if not params.get(name)]
+            if missing:
+                raise PgBouncerError("resume_when_writable needs %s: the entry to repoint and the new primary"
+                                     % " and ".join(missing))
+            if not waiter.get("login_user"):
+                raise PgBouncerError("resume_when_writable needs login_user: a PostgreSQL login the waiter may use to "
+                                     "ask the new primary whether it accepts writes (the app's own login will do)")
+            if float(waiter.get("timeout") or 0) <= 0 or float(waiter.get("poll_interval") or 0) <= 0:
+                raise PgBouncerError("resume_when_writable timeout and poll_interval must be more than 0 seconds")
         extras = [name for name in ("reconnect", "resume") if params.get(name)]
         if extras and self.command != "repoint":
             raise PgBouncerError("%s only go with command=repoint (got command=%s); use command=resume on its own"
                                  % (" and ".join(extras), self.command))
-        if self.command == "repoint":
+        if self.command == "repoint" or waiter:
             missing = [name for name in ("config_file", "target_host") if not params.get(name)]
             if missing:
                 raise PgBouncerError("command=repoint needs %s" % " and ".join(missing))
@@ -643,6 +663,20 @@ class _Run:
 
     def run(self) -> Dict[str, Any]:
         self.validate()
+        state_file = waiter_state_file(self.params)
+        if (state_file and self.command in ("repoint", "resume", "pause") and not self.check_mode
+                and not self.params.get("_from_waiter")):
+            # one hand on the entry at a time: a waiter left by an earlier pause is stopped (or its outcome read)
+            # before this command acts
+            outcome = waiter_cancel(state_file)
+            if outcome is not None:
+                self.result["waiter"] = outcome
+                if outcome.get("status") == "resumed":
+                    self.actions.append("the pause's waiter had already pointed %s at %s and resumed it, %.2f s "
+                                        "after the pause" % (self.scope(), outcome.get("target"),
+                                                             outcome.get("after_s") or 0))
+                elif outcome.get("cancelled"):
+                    self.actions.append("stopped the pause's waiter (it had not acted)")
         console = self.connect()
         try:
             databases = summary(console)
@@ -657,6 +691,13 @@ class _Run:
         self.result["databases"] = after
         if self.database is not None:
             self.result["paused"] = after[self.database]["paused"] if self.database in after else None
+        if (self.command == "pause" and self.params.get("resume_when_writable") and not self.check_mode
+                and self.result["paused"]):
+            self.result["waiter"] = waiter_launch(self.params, state_file)
+            self.actions.append("a waiter points %s at %s:%s and resumes it as soon as that node accepts writes "
+                                "(state in %s, gives up after %s s)"
+                                % (self.scope(), self.params["target_host"], self.params["target_port"], state_file,
+                                   self.params["resume_when_writable"]["timeout"]))
         return self.result
 
 
@@ -664,3 +705,201 @@ def run(params: Mapping[str, Any], check_mode: bool = False,
         write_file: Optional[Callable[[str, str], Optional[str]]] = None) -> Dict[str, Any]:
     """The whole module. ``write_file(path, text)`` replaces a file atomically and returns its backup's path."""
     return _Run(params, check_mode, write_file).run()
+
+
+# ------------------------------------------------------------------ the pause's waiter
+#
+# A planned switch pauses PgBouncer, fences the old primary and promotes the replica, then repoints and resumes
+# PgBouncer. Each of those is an Ansible task; the repoint task comes seconds after the promotion, and the app's
+# clients wait all that time. With resume_when_writable the pause leaves a small detached process on the PgBouncer
+# host (the waiter) that asks the new primary every poll_interval whether it accepts writes, and the moment it does
+# points the entry at it and resumes (the same repoint as command=repoint resume=true). The runbook's repoint task
+# still runs: it stops a waiter that has not acted (under the state file's lock, so the two never both act) and then
+# does the repoint itself, or finds the entry already pointed and resumed and reports the waiter's outcome. The
+# waiter never acts after its timeout and never points anywhere but the target it was given; the failover's way
+# back (command=resume) stops it first as well.
+
+
+def waiter_state_file(params: Mapping[str, Any]) -> Optional[str]:
+    """Where the waiter of ``params``' entry keeps its state: beside the config file."""
+    waiter = params.get("resume_when_writable") or {}
+    if waiter.get("state_file"):
+        return waiter["state_file"]
+    if params.get("config_file") and params.get("database"):
+        return "%s.%s.waiter.json" % (params["config_file"], re.sub(r"[^A-Za-z0-9_.-]", "_", params["database"]))
+    return None
+
+
+def _read_state(handle: Any) -> Dict[str, Any]:
+    handle.seek(0)
+    text = handle.read()
+    try:
+        return json.loads(text) if text.strip() else {}
+    except ValueError:
+        return {}
+
+
+def _write_state(handle: Any, state: Mapping[str, Any]) -> None:
+    handle.seek(0)
+    handle.truncate()
+    handle.write(json.dumps(state, sort_keys=True))
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, TypeError, ValueError) as exc:
+        return getattr(exc, "errno", None) == errno.EPERM
+    return True
+
+
+def waiter_cancel(state_file: str) -> Optional[Dict[str, Any]]:
+    """Stop the waiter of ``state_file`` unless it has acted; return its state (None when there is none).
+
+    Takes the state file's lock, which the waiter holds while it repoints, so either the waiter has finished
+    (status resumed or failed, returned as it is) or it never acts (status becomes cancelled).
+    """
+    try:
+        handle = open(state_file, "r+", encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise PgBouncerError("the waiter's state file %s cannot be opened (%s): run the task as its owner"
+                             % (state_file, exc.strerror)) from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        state = _read_state(handle)
+        if state.get("status") == "waiting":
+            if _alive(state.get("pid")):
+                try:
+                    os.kill(int(state["pid"]), signal.SIGTERM)
+                except OSError:
+                    pass
+            state.update(status="cancelled", cancelled=True, ended=time.time())
+            _write_state(handle, state)
+        elif state.get("status") in ("resumed", "failed", "expired", "cancelled"):
+            # read once: a later command finds no waiter
+            os.unlink(state_file)
+        return state or None
+
+
+def _replace_file(path: str, text: str, backup: bool) -> Optional[str]:
+    """Atomic replace keeping owner and mode (the waiter has no AnsibleModule to do it)."""
+    saved = None
+    info = os.stat(path)
+    if backup:
+        saved = "%s.%d.%s~" % (path, os.getpid(), time.strftime("%Y-%m-%d@%H:%M:%S"))
+        with open(path, "rb") as src, open(saved, "wb") as dst:
+            dst.write(src.read())
+        os.chmod(saved, info.st_mode & 0o7777)
+    handle, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, info.st_mode & 0o7777)
+        try:
+            os.chown(tmp, info.st_uid, info.st_gid)
+        except OSError:
+            pass
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return saved
+
+
+def _writable(conn: Any) -> bool:
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_is_in_recovery()")
+        return not cur.fetchone()[0]
+
+
+def _waiter_loop(params: Mapping[str, Any], state_file: str, handle: Any, state: Dict[str, Any]) -> None:
+    waiter = params["resume_when_writable"]
+    deadline = state["deadline"]
+    conn = None
+    while time.time() < deadline:
+        try:
+            if conn is None or conn.closed:
+                conn = psycopg2.connect(host=params["target_host"], port=params["target_port"],
+                                        dbname=waiter.get("dbname") or params.get("target_dbname") or params["database"],
+                                        user=waiter["login_user"], password=waiter.get("login_password"),
+                                        connect_timeout=max(1, int(waiter["poll_interval"] * 10)),
+                                        application_name="akig-pgbouncer-waiter")
+                conn.autocommit = True
+            if _writable(conn):
+                break
+        except psycopg2.Error:
+            if conn is not None:
+                conn.close()
+            conn = None
+        time.sleep(waiter["poll_interval"])
+    else:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        state = _read_state(handle)
+        if state.get("status") == "waiting":
+            state.update(status="expired", ended=time.time())
+            _write_state(handle, state)
+        return
+    if conn is not None:
+        conn.close()
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    current = _read_state(handle)
+    if current.get("status") != "waiting" or current.get("pid") != os.getpid():
+        return  # cancelled: the runbook's own repoint (or its way back) has the entry now
+    repoint = dict(params, command="repoint", resume=True, reconnect=False, resume_when_writable=None,
+                   _from_waiter=True)
+    try:
+        answer = _Run(repoint, False, lambda path, text: _replace_file(path, text, params.get("backup", True))).run()
+        state.update(status="resumed", ended=time.time(), actions=answer.get("actions", []),
+                     paused_after=answer.get("paused"))
+    except PgBouncerError as exc:
+        state.update(status="failed", ended=time.time(), error=exc.msg)
+    except Exception as exc:  # pylint: disable=broad-except  # the waiter must record why it stopped
+        state.update(status="failed", ended=time.time(), error="%s: %s" % (type(exc).__name__, exc))
+    state["after_s"] = round(state["ended"] - state["started"], 3)
+    _write_state(handle, state)
+
+
+def waiter_launch(params: Mapping[str, Any], state_file: str) -> Dict[str, Any]:
+    """Start the detached waiter (double fork, new session, no inherited stdio) and return its first state."""
+    waiter = params["resume_when_writable"]
+    started = time.time()
+    state: Dict[str, Any] = dict(status="waiting", started=started, deadline=started + float(waiter["timeout"]),
+                                 target="%s:%s" % (params["target_host"], params["target_port"]),
+                                 database=params["database"], state_file=state_file)
+    fd = os.open(state_file, os.O_RDWR | os.O_CREAT, 0o600)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the detached child
+        try:
+            os.close(read_end)
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for target in (0, 1, 2):
+                os.dup2(devnull, target)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            handle = os.fdopen(fd, "r+", encoding="utf-8")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            state["pid"] = os.getpid()
+            _write_state(handle, state)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            os.write(write_end, b"%d" % os.getpid())
+            os.close(write_end)
+            _waiter_loop(params, state_file, handle, state)
+        finally:
+            os._exit(0)
+    os.close(fd)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end, "rb") as reader:
+        child = reader.read().decode() or None
+    state["pid"] = int(child) if child else None
+    state.pop("deadline", None)
+    return state

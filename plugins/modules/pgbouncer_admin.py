@@ -138,6 +138,40 @@ options:
         (one task instead of two on the critical path). When the verification fails nothing is resumed.
     type: bool
     default: false
+  resume_when_writable:
+    description:
+      - With O(command=pause), once the pause has finished, leave a detached waiter on this host that asks the new
+        primary (O(target_host), O(target_port)) every O(resume_when_writable.poll_interval) seconds whether it accepts
+        writes (C(pg_is_in_recovery()) is false) and the moment it does, points the entry at it and resumes - the same
+        repoint and checks as O(command=repoint) with O(resume=true). The clients wait only until the promotion, not
+        until the runbook's next tasks. Needs O(database), O(config_file) and O(target_host).
+      - A later O(command=repoint), O(command=resume) or O(command=pause) on the same entry first stops a waiter that
+        has not acted, under the lock of its state file (the waiter holds that lock while it acts, so the two never act
+        together), or reports what it did in RV(waiter). The waiter never acts after O(resume_when_writable.timeout)
+        and never points anywhere but the target it was given. Not started in check mode.
+    type: dict
+    suboptions:
+      login_user:
+        description: PostgreSQL login the waiter uses to ask the new primary (the app's own login will do).
+        type: str
+        required: true
+      login_password:
+        description: Its password.
+        type: str
+      dbname:
+        description: Database the waiter connects to; default O(target_dbname), else O(database).
+        type: str
+      timeout:
+        description: Seconds after which the waiter gives up without acting.
+        type: float
+        default: 60
+      poll_interval:
+        description: Seconds between two questions to the new primary.
+        type: float
+        default: 0.05
+      state_file:
+        description: The waiter's state file; default C(CONFIG_FILE.DATABASE.waiter.json) beside O(config_file).
+        type: path
   backup:
     description:
       - With O(command=repoint), save the old O(config_file) next to it (C(FILE.PID.DATE~)) before replacing it;
@@ -180,6 +214,23 @@ EXAMPLES = r"""
     login_user: pgbouncer_admin
     login_password: "{{ vault_akig_pgbouncer_admin_password }}"
     timeout: 5
+  no_log: true
+
+- name: Or pause and let a waiter resume on the new primary the moment it is promoted (what RB-P1-003 does)
+  akig.runbooks.pgbouncer_admin:
+    command: pause
+    database: akig
+    config_file: /etc/pgbouncer/databases.ini
+    target_host: 10.0.2.12
+    target_port: 5432
+    login_user: pgbouncer_admin
+    login_password: "{{ vault_akig_pgbouncer_admin_password }}"
+    timeout: 5
+    resume_when_writable:
+      login_user: akig_app
+      login_password: "{{ vault_akig_pg_app_password }}"
+      timeout: 60
+  become: true
   no_log: true
 
 # ... fence the old primary, promote the replica (akig.runbooks.pg_fence, akig.runbooks.pg_promote) ...
@@ -249,6 +300,15 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+waiter:
+  description:
+    - With O(resume_when_writable), the waiter started (C(status=waiting), C(pid), C(target), C(state_file)).
+    - With a later O(command=repoint), O(command=resume) or O(command=pause), what the earlier pause's waiter had
+      done - C(status) C(resumed) (with C(after_s), seconds from the pause to the resume, and its C(actions)),
+      C(failed) (C(error)), C(expired), or C(cancelled) when this task stopped it before it acted.
+  returned: when a waiter was started or found
+  type: dict
+  sample: {"status": "resumed", "target": "10.0.1.12:5432", "after_s": 1.42}
 command:
   description: The command run.
   returned: always
@@ -363,6 +423,14 @@ ARGUMENT_SPEC = dict(
     backup=dict(type="bool", default=True),
     reconnect=dict(type="bool", default=False),
     resume=dict(type="bool", default=False),
+    resume_when_writable=dict(type="dict", options=dict(
+        login_user=dict(type="str", required=True),
+        login_password=dict(type="str", no_log=True),
+        dbname=dict(type="str"),
+        timeout=dict(type="float", default=60),
+        poll_interval=dict(type="float", default=0.05),
+        state_file=dict(type="path"),
+    )),
 )
 
 

@@ -18,6 +18,7 @@ lookup and never appear in any output.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import secrets
@@ -173,7 +174,8 @@ class Bouncer:
         params: Dict[str, Any] = dict(command=command, database=ENTRY, login_host="127.0.0.1", login_port=self.port,
                                       login_user=ADMIN_USER, login_password=self.roles["admin"], connect_timeout=3,
                                       timeout=10, config_file=None, target_host=None, target_port=5432,
-                                      target_dbname=None, backup=True, reconnect=False, resume=False)
+                                      target_dbname=None, backup=True, reconnect=False, resume=False,
+                                      resume_when_writable=None)
         params.update(extra)
         return params
 
@@ -416,6 +418,98 @@ def test_repoint_with_resume_and_reconnect_in_one_task(bouncer: Bouncer) -> None
         pgbouncer.run(bouncer.params("pause", resume=True))
     waiting.close()
     idle.close()
+
+
+def _waiter(bouncer: Bouncer, **extra: Any) -> Dict[str, Any]:
+    opts: Dict[str, Any] = dict(login_user=APP_USER, login_password=bouncer.roles["app"], dbname="postgres",
+                                timeout=30, poll_interval=0.05, state_file=None)
+    opts.update(extra)
+    return opts
+
+
+def _state(path: Path) -> Dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() and path.read_text().strip() else {}
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_pause_waiter_resumes_on_the_new_primary_once_it_accepts_writes(bouncer: Bouncer) -> None:
+    """resume_when_writable: the pause's waiter repoints and resumes by itself when the target accepts writes;
+    the runbook's repoint afterwards only reports it."""
+    state_file = Path("%s.%s.waiter.json" % (bouncer.ini, ENTRY))
+    # the entry starts on the standby (in recovery); the "new primary" is the writable PRIMARY
+    pgbouncer.run(bouncer.params("repoint", config_file=str(bouncer.ini), target_host=STANDBY.host,
+                                 target_port=STANDBY.port), write_file=_plain_write)
+    waiting = bouncer.client()
+    paused = pgbouncer.run(bouncer.params("pause", config_file=str(bouncer.ini), target_host=PRIMARY.host,
+                                          target_port=PRIMARY.port, resume_when_writable=_waiter(bouncer)))
+    assert paused["changed"] is True and paused["waiter"]["status"] == "waiting" and paused["waiter"]["pid"]
+    query = Query(waiting)
+    query.start()
+    query.join(15)  # the waiter resumes: the waiting transaction runs on the new primary
+    assert not query.is_alive() and query.error is None and query.port == PRIMARY.port
+    done = wait_until(lambda: _state(state_file) if _state(state_file).get("status") != "waiting" else None,
+                      "the waiter to record its outcome")
+    assert done["status"] == "resumed", done
+    assert done["after_s"] < 10
+    assert bouncer.databases()[ENTRY]["port"] == PRIMARY.port and bouncer.databases()[ENTRY]["paused"] == 0
+    wait_until(lambda: _gone(done["pid"]), "the waiter to exit")
+    # the runbook's repoint: nothing left to do, the waiter's outcome reported, its state file consumed
+    repoint = pgbouncer.run(bouncer.params("repoint", config_file=str(bouncer.ini), target_host=PRIMARY.host,
+                                           target_port=PRIMARY.port, resume=True), write_file=_plain_write)
+    assert repoint["changed"] is False and repoint["waiter"]["status"] == "resumed"
+    assert any("waiter had already pointed" in a for a in repoint["actions"])
+    assert not state_file.exists()
+    waiting.close()
+
+
+def test_pause_waiter_is_stopped_by_the_way_back_and_never_acts_after_its_timeout(bouncer: Bouncer,
+                                                                                  cluster: PgCluster) -> None:
+    """A waiter whose target stays in recovery waits; resume (the way back) stops it before resuming; a waiter
+    that times out leaves the entry paused and acts no more."""
+    state_file = Path("%s.%s.waiter.json" % (bouncer.ini, ENTRY))
+    pause = dict(config_file=str(bouncer.ini), target_host=STANDBY.host, target_port=STANDBY.port)
+    paused = pgbouncer.run(bouncer.params("pause", resume_when_writable=_waiter(bouncer), **pause))
+    pid = paused["waiter"]["pid"]
+    # it asks the standby (in recovery) over and over: its session is there
+    wait_until(lambda: cluster.scalar(STANDBY, "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                                               "'akig-pgbouncer-waiter'") == 1, "the waiter to ask the standby")
+    assert bouncer.databases()[ENTRY]["paused"] == 1 and bouncer.databases()[ENTRY]["port"] == PRIMARY.port
+    # the way back: resume names the same entry and file, so it stops the waiter first
+    back = pgbouncer.run(bouncer.params("resume", config_file=str(bouncer.ini)))
+    assert back["changed"] is True and back["waiter"]["status"] == "cancelled"
+    wait_until(lambda: _gone(pid), "the waiter to be stopped")
+    assert bouncer.databases()[ENTRY]["paused"] == 0 and bouncer.databases()[ENTRY]["port"] == PRIMARY.port
+    # a waiter that times out
+    again = pgbouncer.run(bouncer.params("pause", resume_when_writable=_waiter(bouncer, timeout=0.6), **pause))
+    expired = wait_until(lambda: _state(state_file) if _state(state_file).get("status") == "expired" else None,
+                         "the second waiter to time out")
+    wait_until(lambda: _gone(again["waiter"]["pid"]), "the expired waiter to exit")
+    assert bouncer.databases()[ENTRY]["paused"] == 1 and bouncer.databases()[ENTRY]["port"] == PRIMARY.port
+    resumed = pgbouncer.run(bouncer.params("resume", config_file=str(bouncer.ini)))
+    assert resumed["changed"] is True and resumed["waiter"]["status"] == "expired" and expired["pid"]
+    assert not state_file.exists()
+
+
+def test_waiter_options_are_checked_before_anything(bouncer: Bouncer) -> None:
+    for extra, message in (
+            (dict(command="repoint", config_file=str(bouncer.ini), target_host=PRIMARY.host,
+                  resume_when_writable=_waiter(bouncer)), "only goes with command=pause"),
+            (dict(resume_when_writable=_waiter(bouncer)), "needs config_file and target_host"),
+            (dict(config_file=str(bouncer.ini), target_host=PRIMARY.host,
+                  resume_when_writable=_waiter(bouncer, login_user="")), "needs login_user"),
+            (dict(config_file=str(bouncer.ini), target_host=PRIMARY.host,
+                  resume_when_writable=_waiter(bouncer, timeout=0)), "more than 0 seconds")):
+        params = bouncer.params(extra.pop("command", "pause"), **extra)
+        with pytest.raises(pgbouncer.PgBouncerError, match=message):
+            pgbouncer.run(params)
+    assert bouncer.databases()[ENTRY]["paused"] == 0
 
 
 def _plain_write(path: str, text: str) -> None:
