@@ -677,6 +677,14 @@ class _Run:
                                                              outcome.get("after_s") or 0))
                 elif outcome.get("cancelled"):
                     self.actions.append("stopped the pause's waiter (it had not acted)")
+        if self.params.get("resume_when_writable") and not self.check_mode:
+            try:  # the waiter's state file must be writable before anything is paused
+                os.close(os.open(state_file, os.O_RDWR | os.O_CREAT, 0o600))
+            except OSError as exc:
+                raise PgBouncerError("the waiter's state file %s cannot be written (%s): give "
+                                     "resume_when_writable.state_file in a directory this user may write, or run the task "
+                                     "as the owner of %s. Nothing was paused."
+                                     % (state_file, exc.strerror, os.path.dirname(state_file) or ".")) from None
         console = self.connect()
         try:
             databases = summary(console)

@@ -509,6 +509,10 @@ def test_waiter_options_are_checked_before_anything(bouncer: Bouncer) -> None:
         params = bouncer.params(extra.pop("command", "pause"), **extra)
         with pytest.raises(pgbouncer.PgBouncerError, match=message):
             pgbouncer.run(params)
+    # a state file the waiter could not write: refused before the PAUSE
+    with pytest.raises(pgbouncer.PgBouncerError, match="cannot be written.*Nothing was paused"):
+        pgbouncer.run(bouncer.params("pause", config_file=str(bouncer.ini), target_host=PRIMARY.host,
+                                     resume_when_writable=_waiter(bouncer, state_file="/nonexistent/dir/waiter.json")))
     assert bouncer.databases()[ENTRY]["paused"] == 0
 
 
