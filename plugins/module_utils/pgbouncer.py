@@ -826,7 +826,7 @@ def _writable(conn: Any) -> bool:
         return not cur.fetchone()[0]
 
 
-def _waiter_loop(params: Mapping[str, Any], state_file: str, handle: Any, state: Dict[str, Any]) -> None:
+def _waiter_loop(params: Mapping[str, Any], handle: Any, state: Dict[str, Any]) -> None:
     waiter = params["resume_when_writable"]
     deadline = state["deadline"]
     conn = None
@@ -900,7 +900,7 @@ def waiter_launch(params: Mapping[str, Any], state_file: str) -> Dict[str, Any]:
             fcntl.flock(handle, fcntl.LOCK_UN)
             os.write(write_end, b"%d" % os.getpid())
             os.close(write_end)
-            _waiter_loop(params, state_file, handle, state)
+            _waiter_loop(params, handle, state)
         finally:
             os._exit(0)
     os.close(fd)
