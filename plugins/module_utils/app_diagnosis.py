@@ -143,8 +143,11 @@ def app_diagnosis(evidence: Any, boot_error_patterns: Any = ()) -> dict[str, Any
     backend_error = body.get("error") if isinstance(body, Mapping) else None
     backend_error = "" if backend_error is None else str(backend_error)
     frontend_health = _status(frontend, "frontend") if "status" in frontend else None
+    # "online" but not running (the module's ``running``): a worker that died before it was ready, which
+    # pm2 6 lists as online with its dead pid until the next restart, or one pm2 gave up on (pid 0)
     crash_loop = any(
-        proc.get("status") in CRASH_LOOP_STATES for proc in _processes(pm2, "processes")
+        proc.get("status") in CRASH_LOOP_STATES or (proc.get("status") == "online" and proc.get("running") is False)
+        for proc in _processes(pm2, "processes")
     )
     procs = _processes(pm2, "all_processes")
     recent_log = "\n".join(log_lines[-RECENT_LOG_LINES:])

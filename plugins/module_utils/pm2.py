@@ -151,15 +151,32 @@ def exec_mode_of(raw: Mapping[str, Any]) -> str:
     return mode[:-5] if mode.endswith("_mode") else mode
 
 
+# Set by Pm2Client.jlist on an "online" entry whose pid no longer exists on the host. pm2 6 does this to a
+# cluster worker started with wait_ready that died before it was ready: when listen_timeout expires, pm2
+# marks the dead worker "online" (with its old pid) until its next restart, seconds later.
+PID_EXITED = "akig_pid_exited"
+
+
+def mark_exited(raw_list: List[Dict[str, Any]], exists: Callable[[int], bool] = pid_exists) -> List[Dict[str, Any]]:
+    """Mark the "online" entries whose pid has exited (:data:`PID_EXITED`); returns the same list."""
+    for entry in raw_list:
+        if status_of(entry) == "online" and pid_of(entry) > 0 and not exists(pid_of(entry)):
+            entry[PID_EXITED] = True
+    return raw_list
+
+
 def is_running(raw: Mapping[str, Any]) -> bool:
-    """Online with a real pid: pm2 reports 'online' with pid 0 for a cluster worker it gave up on."""
-    return status_of(raw) == "online" and pid_of(raw) > 0
+    """Online with a live pid: pm2 reports 'online' with pid 0 for a cluster worker it gave up on, and
+    'online' with the pid of a worker that died before it was ready (see :data:`PID_EXITED`)."""
+    return status_of(raw) == "online" and pid_of(raw) > 0 and not raw.get(PID_EXITED)
 
 
 def describe_status(raw: Mapping[str, Any]) -> str:
     status = status_of(raw)
     if status == "online" and pid_of(raw) <= 0:
         return "online with pid 0 (pm2 gave up restarting it)"
+    if status == "online" and raw.get(PID_EXITED):
+        return "online according to pm2, but its pid %s has exited (it died before it was ready)" % pid_of(raw)
     return status
 
 
@@ -177,6 +194,7 @@ def summarize(raw: Mapping[str, Any], now: float) -> Dict[str, Any]:
         "pm_id": _int(pm_id, -1),
         "pid": pid_of(raw),
         "status": status_of(raw),
+        "running": is_running(raw),
         "restarts": _int(env.get("restart_time")),
         "memory_bytes": _int(monit.get("memory")),
         "cpu": _float(monit.get("cpu")),
@@ -704,7 +722,7 @@ class Pm2Client:
         return pid > 0 and pid_exists(pid)
 
     def jlist(self) -> List[Dict[str, Any]]:
-        return parse_jlist(self.run(["jlist"]).stdout)
+        return mark_exited(parse_jlist(self.run(["jlist"]).stdout))
 
     def processes(self) -> Tuple[bool, List[Dict[str, Any]]]:
         if not self.daemon_running():

@@ -257,6 +257,12 @@ processes:
     status:
       description: pm2 status (C(online), C(stopped), C(errored), C(launching), C(stopping), C(waiting restart)).
       type: str
+    running:
+      description:
+        - Whether the instance really runs, checked on the host - V(false) for a C(online) instance whose pid has
+          exited (pm2 lists a cluster worker that died before it was ready as C(online) until its next restart)
+          or is V(0).
+      type: bool
     restarts:
       description: Restart count kept by pm2.
       type: int
@@ -280,6 +286,7 @@ processes:
       pm_id: 0
       pid: 48211
       status: online
+      running: true
       restarts: 3
       memory_bytes: 61210624
       cpu: 0.4

@@ -129,7 +129,8 @@ def test_bad_deploy_revert_is_refused_unless_a_recent_deploy(cleared, secrets) -
         heads = {h: head(h) for h in APPS}
         proc = run_playbook()
         assert proc.returncode != 0, author
-        assert refusal in proc.stdout, proc.stdout[-3000:]
+        evidence = re.findall(r'"msg": "(app-\d: \w+ .*)"', proc.stdout)
+        assert refusal in proc.stdout, "\n".join(evidence) + "\n" + proc.stdout[-3000:]
         assert {h: head(h) for h in APPS} == heads  # nothing reverted
         assert all(any(p["name"] == "akig-backend" for p in pm2_procs(h)) for h in APPS)  # still in pm2
         assert not lock_held(secrets)

@@ -167,7 +167,7 @@ def test_fork_app_lifecycle(pm2_home: Path) -> None:
         assert first["actions"][0] == "Started the pm2 daemon at PM2_HOME=%s." % pm2_home
     assert first["processes"][0]["status"] == "online" and first["processes"][0]["pid"] > 0
     assert first["processes"][0]["exec_mode"] == "fork"
-    assert set(first["processes"][0]) == {"name", "pm_id", "pid", "status", "restarts", "memory_bytes", "cpu", "uptime_s", "exec_mode", "instance"}
+    assert set(first["processes"][0]) == {"name", "pm_id", "pid", "status", "running", "restarts", "memory_bytes", "cpu", "uptime_s", "exec_mode", "instance"}
     assert first["diff"]["after"]["max_memory_restart"] == "300M"
     assert SECRET not in json.dumps(first)
     assert health(port)["status"] == "ok"
@@ -322,6 +322,27 @@ def test_app_crashing_at_boot_fails_with_its_status(pm2_home: Path, cluster: Dic
     missing = run_module(pm2_home, name="akig-test-nope", ecosystem=str(ECOSYSTEM))
     assert missing["failed"] is True and "defines no app named akig-test-nope (its apps: akig-test-cluster, akig-test-crash)" in missing["msg"]
     assert run_module(pm2_home, name="akig-test-crash", state="absent")["changed"] is True
+
+
+def test_cluster_worker_dead_before_ready_is_not_taken_for_online(pm2_home: Path, tmp_path: Path) -> None:
+    """pm2 6 lists a cluster worker started with wait_ready that died before it was ready as "online", with its
+    dead pid, from listen_timeout until its next restart: the module checks the pid on the host."""
+    name = "akig-test-unready"
+    ecosystem = tmp_path / "unready.config.js"
+    ecosystem.write_text("module.exports = {apps: [{name: %s, script: %s, exec_mode: 'cluster', instances: 1, wait_ready: true, "
+                         "listen_timeout: 1000, restart_delay: 20000}]};\n" % (json.dumps(name), json.dumps(str(FIXTURES / "crash.js"))))
+    try:
+        started = run_module(pm2_home, name=name, ecosystem=str(ecosystem), timeout=4)
+        assert started["failed"] is True and started["changed"] is True, started
+        assert "online according to pm2, but its pid" in started["msg"] and "has exited (it died before it was ready)" in started["msg"]
+        # pm2 itself still says online, with the pid of a process that does not exist
+        raw = [p for p in jlist(pm2_home) if p["name"] == name]
+        assert raw and raw[0]["pm2_env"]["status"] == "online" and raw[0]["pid"] > 0
+        assert not Path("/proc/%d" % raw[0]["pid"]).exists()
+        read = run_module(pm2_home, check=True, name=name)
+        assert read["processes"][0]["status"] == "online" and read["processes"][0]["running"] is False, read
+    finally:
+        run_module(pm2_home, name=name, state="absent")
 
 
 # --------------------------------------------------------------------------- through ansible, as another user

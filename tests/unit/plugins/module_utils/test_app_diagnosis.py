@@ -55,6 +55,14 @@ def frontend(**probes: Any) -> dict[str, Any]:
         (backend(backend=uri(-1), pm2=pm2(("akig-backend", "waiting restart"))), "bad_deploy"),
         (backend(backend=uri(-1), pm2=pm2(("akig-backend", "errored"))), "bad_deploy"),
         (backend(backend=uri(-1), pm2=pm2(("akig-backend", "launching"))), "bad_deploy"),
+        # pm2 6 lists a cluster worker that died before it was ready as online, with its dead pid, for up to
+        # listen_timeout: the module's running=false is the crash loop (both workers can be in that phase)
+        (backend(backend=uri(-1), pm2={"processes": [{"name": "akig-backend", "status": "online", "running": False}] * 2}),
+         "bad_deploy"),
+        # online and running (or evidence without the field): not a crash loop
+        (backend(backend=uri(-1), pm2={"processes": [{"name": "akig-backend", "status": "online", "running": True}]}),
+         "backend_down"),
+        (backend(backend=uri(-1), pm2=pm2(("akig-backend", "online"))), "backend_down"),
         # boot error in the log, pm2 gave up (stopped)
         (backend(backend=uri(-1), pm2=pm2(("akig-backend", "stopped")), log=BOOT_LOG), "bad_deploy"),
         # ... but no previous release: only a restart can help

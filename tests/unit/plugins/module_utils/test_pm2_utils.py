@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 from ansible_collections.akig.runbooks.plugins.module_utils.pm2 import (
+    PID_EXITED,
     Identity,
     Pm2Client,
     Pm2Error,
@@ -29,6 +30,7 @@ from ansible_collections.akig.runbooks.plugins.module_utils.pm2 import (
     format_memory,
     is_running,
     known_apps,
+    mark_exited,
     output_tail,
     parse_jlist,
     parse_memory,
@@ -98,10 +100,21 @@ def test_online_with_pid_zero_is_not_running() -> None:
     assert not is_running(proc("a", 3, 77, status="launching"))
 
 
+def test_online_with_an_exited_pid_is_not_running() -> None:
+    """pm2 6 marks a cluster worker that died before it was ready "online" when listen_timeout expires."""
+    live, dead, stopped = proc("akig-backend", 0, os.getpid()), proc("akig-backend", 1, 4102), proc("w", 2, 4103, status="stopped")
+    marked = mark_exited([live, dead, stopped], exists=lambda pid: pid == os.getpid())
+    assert [PID_EXITED in entry for entry in marked] == [False, True, False]
+    assert is_running(live) and not is_running(dead)
+    assert describe_status(dead) == "online according to pm2, but its pid 4102 has exited (it died before it was ready)"
+    assert summarize(dead, now=0)["running"] is False and summarize(dead, now=0)["uptime_s"] == 0
+    assert check_goal("online", [live, dead], [])[0] is False
+
+
 def test_summarize_returns_the_documented_fields_and_no_environment() -> None:
     entry = proc("akig-backend", 1, 4102, instance=1, env={"JWT_SECRET": "hush"})
     assert summarize(entry, now=1_700_000_012.9) == {
-        "name": "akig-backend", "pm_id": 1, "pid": 4102, "status": "online", "restarts": 2, "memory_bytes": 61210624, "cpu": 1.5,
+        "name": "akig-backend", "pm_id": 1, "pid": 4102, "status": "online", "running": True, "restarts": 2, "memory_bytes": 61210624, "cpu": 1.5,
         "uptime_s": 12, "exec_mode": "cluster", "instance": 1,
     }
     assert summarize(proc("w", 2, 0, status="stopped", mode="fork_mode"), now=1_700_000_012.9)["uptime_s"] == 0
