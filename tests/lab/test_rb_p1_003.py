@@ -121,12 +121,19 @@ def test_planned_failover_loses_nothing_and_fences_the_old_primary(fresh_lab: di
 
 
 def test_crash_is_repaired_by_a_bounded_restart_first(fresh_lab: dict[str, str]) -> None:
+    replicas = ("db-2", "db-3")
+    started = {n: count(n, fresh_lab, "SELECT pg_postmaster_start_time()") for n in replicas}
     labctl("fault", "db_primary_down")
     proc = run_playbook()
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert writable("db-1", fresh_lab) is True
     assert writable("db-2", fresh_lab) is False
     assert_app_healthy_on("db-1")
+    # the replicas that stream from the restarted primary again are checked, not touched (no restart)
+    assert {n: count(n, fresh_lab, "SELECT pg_postmaster_start_time()") for n in replicas} == started
+    assert wait_until(lambda: sorted(count("db-1", fresh_lab, "SELECT coalesce(string_agg(application_name, ',' ORDER BY "
+                                                              "application_name), '') FROM pg_stat_replication WHERE state = 'streaming'").split(","))
+                      == list(replicas), 20)
 
 
 def test_crash_then_failover_then_rejoin_then_switchback(fresh_lab: dict[str, str]) -> None:

@@ -152,4 +152,9 @@ def test_new_primary_killed_right_after_repoint_the_next_run_recovers(
     assert present("db-2", secrets, acked) == set(acked), sorted(set(acked) - present("db-2", secrets, acked))[:20]
     report = (STATE / "incidents" / third / "report.md").read_text()
     assert "PostgreSQL restarted in place" in report, report[:3000]
+    # db-3, left streaming from nobody by run 1, follows db-2 again: the cluster has a replica once more
+    assert wait_until(lambda: sql("db-2", secrets, "SELECT application_name, state FROM pg_stat_replication")
+                      == [("db-3", "streaming")], timeout=20)
+    assert writable("db-3", secrets) is False
+    assert "follows db-2" in report, report[:3000]
     assert incident_locks(secrets) == []
