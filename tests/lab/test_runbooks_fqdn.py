@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
 import psycopg2
 import pytest
 
-from conftest import APPS, DB, REPO, STATE, http, incident_locks, labctl
+from conftest import APPS, DB, REPO, STATE, http, incident_locks, labctl, pm2_procs
 
 FQDN = "inventories/lab-fqdn"
 
@@ -24,6 +25,10 @@ def env() -> dict[str, str]:
     return {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
             "ANSIBLE_VAULT_PASSWORD_FILE": str(STATE / "vault-pass"), "AKIG_TIMELINE_DIR": str(STATE / "incidents"),
             "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}"}
+
+
+def backend_pids(host: str) -> list[int]:
+    return sorted(p["pid"] for p in pm2_procs(host) if p["name"] == "akig-backend")
 
 
 def lock_free(secrets: dict[str, str]) -> bool:
@@ -67,9 +72,15 @@ def test_rb_p1_001_backend_crash_through_ansible_runner(cleared, secrets, tmp_pa
     no_secret_in(secrets, proc.stdout, private / "artifacts", incident)
 
 
-def test_rb_p1_003_planned_failover_over_ssh(lab_up, secrets):
+@pytest.mark.parametrize("endpoint", ["direct", "pgbouncer"])
+def test_rb_p1_003_planned_failover_over_ssh(lab_up, secrets, endpoint):
+    """direct: DATABASE_URL rewritten, backends restarted over SSH. pgbouncer: PAUSE over SSH with become, the
+    pause's waiter left detached on each app host (it must outlive the SSH session), which repoints and resumes."""
     labctl("reset", timeout=300)
+    if endpoint == "pgbouncer":
+        labctl("db-endpoint", "pgbouncer", timeout=120)
     secrets = json.loads((STATE / "secrets.json").read_text())
+    pids = {host: backend_pids(host) for host in APPS}
     try:
         proc = subprocess.run(
             [str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", FQDN, "playbooks/rb-p1-003-db-failover.yml",
@@ -86,7 +97,21 @@ def test_rb_p1_003_planned_failover_over_ssh(lab_up, secrets):
         conn.close()
         for addr in APPS.values():
             assert http(f"http://{addr}:4000/api/health")[0] == 200
+        if endpoint == "pgbouncer":
+            status = json.loads(labctl("status", "--json", check=False).stdout)
+            for host in APPS:
+                # the entry names the new primary as the inventory does (its DNS name here)
+                assert status[host]["pgbouncer"]["points_to"] == "db-2.lab.akig.internal:5432", status[host]
+                assert status[host]["pgbouncer"]["paused"] is False, status[host]
+            # no backend restarted: the app reconnects through its PgBouncer
+            assert {host: backend_pids(host) for host in APPS} == pids
+            # the waiter outlived the SSH session: it resumed each PgBouncer before the repoint task ran
+            for host in APPS:
+                assert re.search(r'\[%s\.lab\.akig\.internal\] => \{\s*"msg": \[\s*"the pause\'s waiter had already pointed '
+                                 % re.escape(host), proc.stdout), (host, proc.stdout[-4000:])
         assert lock_free(secrets)
         no_secret_in(secrets, proc.stdout, proc.stderr)
     finally:
         labctl("reset", timeout=300)
+        if endpoint == "pgbouncer":
+            labctl("db-endpoint", "direct", timeout=120)
