@@ -260,10 +260,14 @@ ARGUMENT_SPEC: Dict[str, Dict[str, Any]] = dict(
 )
 
 
-def main() -> None:
-    # no_log=True only keeps the invocation out of syslog/journald, where the header values inside urls
-    # (which the argument spec cannot mark) would otherwise land; the result is returned as usual.
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True, no_log=True)
+# the AnsibleModule arguments, shared with the action plugin that runs the module in Ansible's worker on the controller
+# (plugins/action/http_health.py); no_log=True only keeps the invocation out of syslog/journald, where the header
+# values inside urls (which the argument spec cannot mark) would otherwise land; the result is returned as usual.
+MODULE_KWARGS: Dict[str, Any] = dict(argument_spec=ARGUMENT_SPEC, supports_check_mode=True, no_log=True)
+
+
+def execute(module: Any) -> None:
+    """The module's work on an AnsibleModule (or the in-process stand-in of plugins/plugin_utils/in_process.py)."""
     module.no_log_values.update(secret_values(module.params["urls"]))
     try:
         result = run(module.params)
@@ -272,6 +276,10 @@ def main() -> None:
     if module.params["fail_on_unhealthy"] and (not result["healthy"] or result["breached"]):
         module.fail_json(msg=failure_message(result, module.params["error_rate_threshold"]), **result)
     module.exit_json(**result)
+
+
+def main() -> None:
+    execute(AnsibleModule(**MODULE_KWARGS))
 
 
 if __name__ == "__main__":

@@ -366,12 +366,13 @@ REQUIRED_IF = [
 ]
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec=ARGUMENT_SPEC,
-        required_if=REQUIRED_IF,
-        supports_check_mode=True,
-    )
+# the AnsibleModule arguments, shared with the action plugin that runs the module in Ansible's worker on the controller
+# (plugins/action/incident_lock.py)
+MODULE_KWARGS = dict(argument_spec=ARGUMENT_SPEC, required_if=REQUIRED_IF, supports_check_mode=True)
+
+
+def execute(module) -> None:
+    """The module's work on an AnsibleModule (or the in-process stand-in of plugins/plugin_utils/in_process.py)."""
     if module.params["backend"] == "redis" and not HAS_REDIS:
         module.fail_json(msg=missing_required_lib("redis"), exception=REDIS_IMPORT_ERROR)
     try:
@@ -381,6 +382,10 @@ def main() -> None:
     if not module._diff:
         result.pop("diff", None)
     module.exit_json(**result)
+
+
+def main() -> None:
+    execute(AnsibleModule(**MODULE_KWARGS))
 
 
 if __name__ == "__main__":

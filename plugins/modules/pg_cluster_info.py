@@ -177,8 +177,13 @@ def read_nodes(params):
     return nodes, unreadable, round(time.monotonic() - started, 3)
 
 
-def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+# the AnsibleModule arguments, shared with the action plugin that runs the module in Ansible's worker on the controller
+# (plugins/action/pg_cluster_info.py)
+MODULE_KWARGS = dict(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+
+
+def execute(module) -> None:
+    """The module's work on an AnsibleModule (or the in-process stand-in of plugins/plugin_utils/in_process.py)."""
     if not HAS_PSYCOPG2:
         module.fail_json(msg=missing_required_lib("psycopg2"), exception=PSYCOPG2_IMPORT_ERROR)
     names = [node["name"] for node in module.params["nodes"]]
@@ -196,6 +201,10 @@ def main() -> None:
         module.fail_json(msg="cannot read %s: %s" % (", ".join(sorted(unreadable)), "; ".join(
             "%s: %s" % (name, unreadable[name]) for name in sorted(unreadable))), **result)
     module.exit_json(**result)
+
+
+def main() -> None:
+    execute(AnsibleModule(**MODULE_KWARGS))
 
 
 if __name__ == "__main__":
