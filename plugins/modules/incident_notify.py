@@ -328,8 +328,13 @@ def argument_spec() -> dict[str, Any]:
     )
 
 
-def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+# the AnsibleModule arguments, shared with the action plugin that runs the module in Ansible's worker on the controller
+# (plugins/action/incident_notify.py), in the background too (async with poll 0)
+MODULE_KWARGS: dict[str, Any] = dict(argument_spec=argument_spec(), supports_check_mode=True)
+
+
+def execute(module: Any) -> None:
+    """The module's work on an AnsibleModule (or the in-process stand-in of plugins/plugin_utils/in_process.py)."""
     params = module.params
     providers = Providers(
         slack_webhook_url=params["slack_webhook_url"],
@@ -370,6 +375,10 @@ def main() -> None:
             **result,
         )
     module.exit_json(**result)
+
+
+def main() -> None:
+    execute(AnsibleModule(**MODULE_KWARGS))
 
 
 if __name__ == "__main__":

@@ -14,12 +14,19 @@ It does so only when the module would otherwise run on this very machine with th
 connection is ``local``, without become and without async, and the host's ``ansible_python_interpreter`` is the
 Python running Ansible (the default for the controller). Anywhere else, or with ``akig_runbooks_in_process:
 false``, the module runs the usual way. The task result says which: ``in_process: true`` when it ran in-process.
+
+A module whose action sets ``background_in_process`` also runs in-process when the task is ``async`` with
+``poll: 0`` (a runbook's alert, sent off the critical path): a detached grandchild of the worker runs it and
+writes its result to ``<async_dir>/<jid>`` as ``async_wrapper`` does, so ``ansible.builtin.async_status`` reads
+it the same way; after ``async`` seconds the job is stopped and fails.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
+import signal
 import sys
 from typing import Any, Callable, Dict, Optional
 
@@ -116,6 +123,58 @@ def same_python(interpreter: Optional[str]) -> bool:
         return False
 
 
+def _write_job(path: str, info: Dict[str, Any]) -> None:
+    """Write a job file atomically, as async_wrapper does (async_status reads it)."""
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        json.dump(info, handle, default=str)
+    os.rename(path + ".tmp", path)
+
+
+class JobTimeout(BaseException):
+    """Raised in the detached child at its async limit: a BaseException, so no network error handler takes it."""
+
+
+def _job_timed_out(signum, frame):  # pragma: no cover - runs in the detached child
+    del signum, frame
+    raise JobTimeout()
+
+
+def launch_in_background(run: Callable[[], Dict[str, Any]], async_dir: str, limit_s: int) -> Dict[str, Any]:
+    """Run ``run()`` in a detached grandchild; the job's launch result, as async_wrapper returns it."""
+    os.makedirs(async_dir, mode=0o700, exist_ok=True)
+    jid = "j%d.%d" % (secrets.randbelow(999999999999), os.getpid())
+    path = os.path.join(async_dir, jid)
+    _write_job(path, {"started": True, "finished": False, "ansible_job_id": jid})
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the detached child, measured through async_status in the tests
+        code = 0
+        try:
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            signal.signal(signal.SIGALRM, _job_timed_out)
+            signal.alarm(max(int(limit_s), 1))
+            try:
+                result = run()
+            except JobTimeout:
+                result = {"failed": True, "changed": False, "msg": "the job did not finish within async=%s s" % limit_s}
+            except Exception as exc:  # the job's result says what went wrong, as async_wrapper's does
+                result = {"failed": True, "changed": False, "msg": "the job failed: %s" % exc}
+            signal.alarm(0)
+            result["ansible_job_id"] = jid
+            _write_job(path, result)
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.waitpid(child, 0)
+    return {"failed": False, "started": True, "finished": False, "ansible_job_id": jid, "results_file": path,
+            "changed": True}
+
+
 class InProcessAction(ActionBase):
     """Action plugin base: run the module in the task's worker when it would run on this Python anyway."""
 
@@ -126,11 +185,16 @@ class InProcessAction(ActionBase):
     execute: Optional[Callable[[Any], None]] = None
     module_kwargs: Dict[str, Any] = {}
     requirements_met: bool = True
+    #: async with poll 0 runs in a detached child of the worker (see launch_in_background)
+    background_in_process: bool = False
+
+    def _background(self) -> bool:
+        return bool(self._task.async_val) and not self._task.poll and self.background_in_process
 
     def _in_process(self, task_vars: Dict[str, Any]) -> bool:
         if self.execute is None or not self.requirements_met:
             return False
-        if self._task.async_val or self._play_context.become:
+        if (self._task.async_val and not self._background()) or self._play_context.become:
             return False
         if self._connection.transport not in LOCAL_TRANSPORTS:
             return False
@@ -157,7 +221,17 @@ class InProcessAction(ActionBase):
             if not wrap_async:
                 self._remove_tmp_path(self._connection._shell.tmpdir)
             return result
-        result.update(run_in_process(self._task.resolved_action or self._task.action, type(self).execute, self.module_kwargs, dict(self._task.args),
-                                     self._task.check_mode, self._task.diff))
+        name, execute, args = self._task.resolved_action or self._task.action, type(self).execute, dict(self._task.args)
+        check_mode, diff, module_kwargs = self._task.check_mode, self._task.diff, self.module_kwargs
+
+        def run() -> Dict[str, Any]:
+            return run_in_process(name, execute, module_kwargs, args, check_mode, diff)
+
+        if self._background():
+            # where async_status looks for the job (the connection's shell option, as its action plugin reads it)
+            async_dir = os.path.expanduser(self.get_shell_option("async_dir", default="~/.ansible_async"))
+            result.update(launch_in_background(run, async_dir, self._task.async_val))
+        else:
+            result.update(run())
         result["in_process"] = True
         return result

@@ -141,3 +141,64 @@ def test_ansible_doc_renders(tmp_path: Path) -> None:
         assert proc.returncode == 0, proc.stderr
         assert "EXAMPLES" in proc.stdout and "RETURN VALUES" in proc.stdout
         assert "ERROR" not in proc.stderr
+
+
+BACKGROUND_PLAY = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Send in the background
+      akig.runbooks.incident_notify: "{{ notify_args }}"
+      async: "{{ job_limit }}"
+      poll: 0
+      register: launched
+    - name: Collect
+      ansible.builtin.async_status:
+        jid: "{{ launched.ansible_job_id }}"
+      register: job
+      until: job.finished | bool
+      retries: 30
+      delay: 0.2
+      failed_when: false
+    - name: Show both
+      ansible.builtin.debug:
+        msg: "RESULT {{ {'launched': launched, 'job': job} | to_json }} END"
+"""
+
+
+def run_background(tmp_path: Path, args: dict[str, Any], job_limit: int, *extra: str) -> dict[str, Any]:
+    import json
+    import re
+
+    (tmp_path / "play.yml").write_text(BACKGROUND_PLAY)
+    ansible = Ansible(tmp_path, SECRETS, config=ADHOC_CONFIG)
+    run = ansible.playbook(tmp_path / "play.yml", {"notify_args": args, "job_limit": job_limit}, "-vvv", *extra,
+                           timeout=120)
+    assert run.rc == 0, run.output
+    return json.loads(re.search(r"RESULT (.*) END", run.stdout).group(1).replace('\\"', '"'))
+
+
+@pytest.mark.parametrize("way", ["in_process", "module"])
+def test_background_send_is_collected_by_async_status_either_way(emu: Emulator, tmp_path: Path, way: str) -> None:
+    """async + poll 0 (a runbook's alert): in-process a detached child of the worker sends, as async_wrapper would."""
+    args = {"channels": TIER2, "msg": ALERT, "mode": "all", "idempotency_key": "INC-43:alert:" + way,
+            **provider_args(emu)}
+    extra = () if way == "in_process" else ("-e", "akig_runbooks_in_process=false")
+    found = run_background(tmp_path, args, 30, *extra)
+    launched, job = found["launched"], found["job"]
+    assert launched["started"] in (1, True) and launched["finished"] in (0, False)
+    assert launched.get("in_process", False) is (way == "in_process")
+    assert job["finished"] in (1, True) and job["delivered"] is True
+    assert [d["status"] for d in job["deliveries"]] == [200, 201, 202, 202]
+    # each contact exactly once
+    mine = [e for e in emu.ledger() if "INC-43:alert:" + way in (e.get("idempotency_key") or "") or e["service"] != "twilio"]
+    assert sorted(tuple(e["to"]) for e in mine if e["service"] == "twilio") == [(ONCALL,)]
+
+
+def test_background_send_that_outlives_its_async_limit_fails_in_the_job(emu: Emulator, tmp_path: Path) -> None:
+    emu.mode("slack", "slow", delay_s=5)
+    args = {"channels": TIER2[:1], "msg": ALERT, "mode": "all", "idempotency_key": "INC-44:alert", "timeout": 10,
+            **provider_args(emu)}
+    job = run_background(tmp_path, args, 1)["job"]
+    assert job["finished"] in (1, True) and "delivered" not in job, job
+    assert job["msg"] == "the job did not finish within async=1 s"
