@@ -185,3 +185,8 @@ def pm2_procs(host: str) -> list[dict[str, Any]]:
     out = subprocess.run([str(REPO / "lab" / "node_modules" / ".bin" / "pm2"), "jlist"], env=env,
                          capture_output=True, text=True, timeout=30, check=True).stdout
     return json.loads(out[out.find("["):])
+
+
+def backend_pids(host: str) -> list[int]:
+    """The pids of the host's akig-backend instances under pm2, sorted (a restart changes them)."""
+    return sorted(p["pid"] for p in pm2_procs(host) if p["name"] == "akig-backend")

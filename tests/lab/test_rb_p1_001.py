@@ -11,7 +11,7 @@ from typing import Iterator
 import pytest
 
 
-from conftest import ansible_playbook, APPS, STATE, http, incident_locks, labctl, ledger, pm2_procs
+from conftest import ansible_playbook, APPS, STATE, http, incident_locks, labctl, ledger, pm2_procs, backend_pids
 
 PLAYBOOK = "playbooks/rb-p1-001-critical-bug.yml"
 
@@ -35,10 +35,6 @@ def latest_report() -> str:
 
 def lock_held(secrets: dict[str, str]) -> bool:
     return bool(incident_locks(secrets))
-
-
-def backend_pids(host: str) -> set[int]:
-    return {p["pid"] for p in pm2_procs(host) if p["name"] == "akig-backend"}
 
 
 @pytest.fixture

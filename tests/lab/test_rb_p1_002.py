@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 import redis
 
-from conftest import APPS, CACHE, SAAS, STATE, ansible_playbook, http, incident_locks, labctl, ledger, pm2_procs
+from conftest import APPS, CACHE, SAAS, STATE, ansible_playbook, http, incident_locks, labctl, ledger, backend_pids
 
 PLAYBOOK = "playbooks/rb-p1-002-auth-broken.yml"
 CHECK_USER = "auth-check@akig.example"
@@ -26,10 +26,6 @@ def env_secret(path: Path) -> str:
 
 def env_file(host: str) -> Path:
     return STATE / host / "shared" / "akig.env"
-
-
-def backend_pids(host: str) -> set[int]:
-    return {p["pid"] for p in pm2_procs(host) if p["name"] == "akig-backend"}
 
 
 def login(host: str, secrets: dict[str, str], user: str = CHECK_USER, password_key: str = "auth_check_password") -> str | None:

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import psycopg2
 import pytest
 
-from conftest import APPS, DB, STATE, ansible_playbook, http, incident_locks, labctl, pm2_procs, wait_until
+from conftest import APPS, DB, STATE, ansible_playbook, http, incident_locks, labctl, wait_until, backend_pids
 
 PLAYBOOK = "playbooks/rb-p1-003-db-failover.yml"
 
@@ -44,10 +44,6 @@ def writable(node: str, secrets: dict[str, str]) -> bool | None:
 
 def lab_status() -> dict[str, Any]:
     return json.loads(labctl("status", "--json", check=False).stdout)
-
-
-def backend_pids() -> dict[str, list[int]]:
-    return {host: sorted(p["pid"] for p in pm2_procs(host) if p["name"] == "akig-backend") for host in APPS}
 
 
 class Writers:
@@ -129,7 +125,7 @@ def assert_switched_without_restart(secrets: dict[str, str], pids_before: dict[s
         bouncer = status[host]["pgbouncer"]
         assert bouncer["points_to"] == f"{DB[new]}:5432" and bouncer["paused"] is False, bouncer
         assert status[host]["database_url"] == f"{addr}:6432"  # the app's own address never changed
-    assert backend_pids() == pids_before  # no backend restarted
+    assert {host: backend_pids(host) for host in APPS} == pids_before  # no backend restarted
     assert {n: writable(n, secrets) for n in DB} == {"db-1": None, new: True, other: False}
     # the other replica follows the new primary on its new timeline
     assert wait_until(lambda: sql(new, secrets, "SELECT application_name, state FROM pg_stat_replication")
@@ -140,7 +136,7 @@ def assert_switched_without_restart(secrets: dict[str, str], pids_before: dict[s
 def test_planned_switch_through_pgbouncer_no_failed_request_no_lost_payment(pgbouncer_lab: dict[str, str]) -> None:
     secrets = pgbouncer_lab
     contract = sql("db-1", secrets, "SELECT min(id) FROM contracts")[0][0]
-    pids = backend_pids()
+    pids = {host: backend_pids(host) for host in APPS}
     with Writers(probe_token(secrets), contract) as writers:
         assert wait_until(lambda: all(len(writers.acked(h)) >= 10 for h in APPS), timeout=30)
         proc = ansible_playbook(PLAYBOOK, "-e", "rb_p1_003_strategy=failover")
@@ -162,7 +158,7 @@ def test_planned_switch_through_pgbouncer_no_failed_request_no_lost_payment(pgbo
 def test_crash_through_pgbouncer_app_writes_again_without_restart(pgbouncer_lab: dict[str, str]) -> None:
     secrets = pgbouncer_lab
     contract = sql("db-1", secrets, "SELECT min(id) FROM contracts")[0][0]
-    pids = backend_pids()
+    pids = {host: backend_pids(host) for host in APPS}
     token = probe_token(secrets)
     labctl("fault", "db_primary_down")
     labctl("fault", "pgbouncer_down")  # app-1's PgBouncer killed too: the repoint finds it down and starts it

@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from conftest import APPS, DB, REPO, STATE, http, incident_locks, labctl, pm2_procs
+from conftest import APPS, DB, REPO, STATE, http, incident_locks, labctl, backend_pids
 
 FQDN = "inventories/lab-fqdn"
 
@@ -25,10 +25,6 @@ def env() -> dict[str, str]:
     return {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
             "ANSIBLE_VAULT_PASSWORD_FILE": str(STATE / "vault-pass"), "AKIG_TIMELINE_DIR": str(STATE / "incidents"),
             "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}"}
-
-
-def backend_pids(host: str) -> list[int]:
-    return sorted(p["pid"] for p in pm2_procs(host) if p["name"] == "akig-backend")
 
 
 def lock_free(secrets: dict[str, str]) -> bool:
