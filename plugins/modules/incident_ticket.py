@@ -226,12 +226,14 @@ def argument_spec() -> dict[str, Any]:
     )
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec=argument_spec(),
-        required_if=[("state", "commented", ("comment",))],
-        supports_check_mode=True,
-    )
+# the AnsibleModule arguments, shared with the action plugin that runs the module in Ansible's worker on the controller
+# (plugins/action/incident_ticket.py)
+MODULE_KWARGS: dict[str, Any] = dict(argument_spec=argument_spec(), required_if=[("state", "commented", ("comment",))],
+                                     supports_check_mode=True)
+
+
+def execute(module: Any) -> None:
+    """The module's work on an AnsibleModule (or the in-process stand-in of plugins/plugin_utils/in_process.py)."""
     params = module.params
     incident_id = params["incident_id"]
     operation = {"present": "open", "resolved": "resolve", "commented": "comment on"}[params["state"]]
@@ -271,6 +273,10 @@ def main() -> None:
     if module._diff:
         result["diff"] = diff
     module.exit_json(**result)
+
+
+def main() -> None:
+    execute(AnsibleModule(**MODULE_KWARGS))
 
 
 if __name__ == "__main__":

@@ -225,8 +225,13 @@ ARGUMENT_SPEC.update(
 )
 
 
-def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+# the AnsibleModule arguments, shared with the action plugin that runs the module in Ansible's worker on the controller
+# (plugins/action/pg_follow.py)
+MODULE_KWARGS = dict(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+
+
+def execute(module) -> None:
+    """The module's work on an AnsibleModule (or the in-process stand-in of plugins/plugin_utils/in_process.py)."""
     if not HAS_PSYCOPG2:
         module.fail_json(msg=missing_required_lib("psycopg2"), exception=PSYCOPG2_IMPORT_ERROR)
     try:
@@ -236,6 +241,10 @@ def main() -> None:
     if not module._diff:
         result.pop("diff", None)
     module.exit_json(**result)
+
+
+def main() -> None:
+    execute(AnsibleModule(**MODULE_KWARGS))
 
 
 if __name__ == "__main__":
