@@ -23,6 +23,10 @@ Notes on pm2 6 that shape this code:
   file, and pm2 has no command-line option for the exec mode; so an app pm2 does not know yet
   is always started from a small generated ecosystem file that loads the given ecosystem file
   (or names the script) and applies those settings.
+* ``pm2 restart <name>`` restarts the instances of an app with at most two instances one at a
+  time (``API._operate``: ``if (ids.length <= 2) concurrent_actions = 1``), each waiting for the
+  previous one to be ready; pm2 has no option against it. ``parallel`` runs one
+  ``pm2 restart <pm_id>`` per instance instead, all at once (:meth:`Pm2Client.run_concurrently`).
 """
 
 from __future__ import annotations
@@ -289,9 +293,20 @@ module.exports = { apps };
 
 
 @dataclass
+class Command:
+    """One of the pm2 commands that a step runs all at once: ``what`` names it in messages
+    ("instance 1 (pm_id 3) of akig-backend"), ``logs`` is what ``pm2 logs`` takes to show its logs."""
+
+    what: str
+    args: List[str]
+    logs: str
+
+
+@dataclass
 class Step:
-    """One pm2 command of a plan. ``base`` says what it does ("restart akig-backend (...)"),
-    ``past`` the same once done; check mode reports "Would " + base."""
+    """One pm2 command of a plan, or with ``concurrent`` several run at once instead of ``args``.
+    ``base`` says what it does ("restart akig-backend (...)"), ``past`` the same once done; check
+    mode reports "Would " + base."""
 
     args: List[str]
     base: str
@@ -299,6 +314,7 @@ class Step:
     with_env: bool = False
     start_config: Optional[str] = None
     cwd: Optional[str] = None
+    concurrent: List[Command] = field(default_factory=list)
 
     @property
     def would(self) -> str:
@@ -340,6 +356,7 @@ class Request:
     env: Optional[Dict[str, str]] = None
     update_env: bool = False
     reload_fallback: bool = True
+    parallel: bool = False
     wait_online: bool = True
     timeout: int = 60
     stable_seconds: float = STABLE_S
@@ -392,6 +409,7 @@ def request_from_params(params: Mapping[str, Any]) -> Request:
         env=dict((str(key), "" if value is None else str(value)) for key, value in env.items()) if env else None,
         update_env=bool(params.get("update_env")),
         reload_fallback=params.get("reload_fallback", True) is not False,
+        parallel=bool(params.get("parallel")),
         wait_online=params.get("wait_online", True) is not False,
         timeout=timeout,
         stable_seconds=stable,
@@ -596,15 +614,37 @@ def _plan_restart(req: Request, mine: Sequence[Mapping[str, Any]], result: Plan)
             verb, why = "reload", " with zero downtime, one cluster instance at a time"
     past = "Reloaded" if verb == "reload" else "Restarted"
     memory = _memory_change(req, mine)
+    result.wait = "online_new"
+    result.after = _new_after(mine, req.max_memory_restart)
+    if verb == "restart" and req.parallel and len(mine) > 1:
+        result.steps.append(_parallel_restart_step(req, mine, memory + why, env_args))
+        return result
     result.steps.append(Step(
         args=[verb, req.name] + _memory_args(req) + env_args,
         base="%s %s (%s)%s%s" % (verb, req.name, _instances_text(mine), memory, why),
         past="%s %s (%s)%s%s" % (past, req.name, _instances_text(mine), memory, why),
         with_env=True,
     ))
-    result.wait = "online_new"
-    result.after = _new_after(mine, req.max_memory_restart)
     return result
+
+
+def _parallel_restart_step(req: Request, mine: Sequence[Mapping[str, Any]], tail: str, env_args: List[str]) -> Step:
+    """parallel=true: one ``pm2 restart <pm_id>`` per instance, all at once, with the arguments that
+    ``pm2 restart <name>`` would get (pm2 itself restarts two instances one after the other)."""
+    ids = [str(entry.get("pm_id")) for entry in mine]
+    what = "the %d instances of %s at once (%s mode, one pm2 restart per instance: pm_ids %s)%s" % (
+        len(mine), req.name, exec_mode_of(mine[0]), ", ".join(ids), tail)
+    return Step(
+        args=[],
+        base="restart %s" % what,
+        past="Restarted %s" % what,
+        with_env=True,
+        concurrent=[Command(
+            what="instance %s (pm_id %s) of %s" % (_instance_no(entry), pm_id, req.name),
+            args=["restart", pm_id] + _memory_args(req) + env_args,
+            logs=pm_id,
+        ) for entry, pm_id in zip(mine, ids)],
+    )
 
 
 def _warn_settings(req: Request, mine: Sequence[Mapping[str, Any]], result: Plan) -> None:
@@ -671,13 +711,14 @@ class Pm2Client:
     """Runs the pm2 CLI against one PM2_HOME as one OS user."""
 
     def __init__(self, binary: str, home: str, identity: Identity, env: Optional[Mapping[str, str]] = None,
-                 timeout: float = 60, runner: Runner = subprocess.run) -> None:
+                 timeout: float = 60, runner: Runner = subprocess.run, popen: Callable[..., Any] = subprocess.Popen) -> None:
         self.binary = binary
         self.home = home
         self.identity = identity
         self.env = dict(env or {})
         self.timeout = timeout
         self.runner = runner
+        self.popen = popen
 
     def command_env(self, with_env: bool) -> Dict[str, str]:
         environ = dict(os.environ)
@@ -729,7 +770,59 @@ class Pm2Client:
             return False, []
         return True, self.jlist()
 
+    def run_concurrently(self, commands: Sequence[Command], with_env: bool = False, cwd: Optional[str] = None) -> None:
+        """Start every command, then wait for all of them: one deadline, ``timeout`` seconds after the start.
+
+        Their output goes to temporary files, not pipes, so that none can block on a full pipe while
+        another is waited for. Raises Pm2Error naming every command that failed or hung (a hung one is
+        killed at the deadline), after all have ended; ``result["changed"]`` says whether any succeeded.
+        """
+        environ = self.command_env(with_env)
+        started: List[Tuple[Command, Any, Any]] = []
+        problems: List[str] = []
+        succeeded = 0
+        try:
+            for command in commands:
+                out = tempfile.TemporaryFile()
+                try:
+                    proc = self.popen(self.argv(command.args), env=environ, cwd=cwd or "/", stdout=out, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL)
+                except OSError as exc:
+                    out.close()
+                    problems.append("%s: could not run pm2 (%s): %s" % (command.what, self.binary, exc))
+                    continue
+                started.append((command, proc, out))
+            deadline = time.monotonic() + self.timeout
+            for command, proc, out in started:
+                try:
+                    proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                    problems.append("%s: pm2 %s did not finish within %s s (killed); pm2 may be hung: look at %s/pm2.log"
+                                    % (command.what, " ".join(command.args), self.timeout, self.home))
+                    continue
+                if proc.returncode == 0:
+                    succeeded += 1
+                    continue
+                out.seek(0)
+                text = out.read().decode("utf-8", errors="replace")
+                problems.append("%s: pm2 %s failed (exit %s): %s; read its logs: PM2_HOME=%s %s logs %s --lines 50 --nostream" % (
+                    command.what, " ".join(command.args), proc.returncode, output_tail(text, ""), self.home, self.binary, command.logs))
+        finally:
+            for _command, proc, out in started:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                out.close()
+        if problems:
+            raise Pm2Error("%d of the %d pm2 commands run at once at PM2_HOME=%s failed (%d succeeded): %s" % (
+                len(problems), len(commands), self.home, succeeded, " / ".join(problems)), changed=succeeded > 0)
+
     def run_step(self, step: Step) -> None:
+        if step.concurrent:
+            self.run_concurrently(step.concurrent, with_env=step.with_env, cwd=step.cwd)
+            return
         if step.start_config is None:
             self.run(step.args, with_env=step.with_env, cwd=step.cwd)
             return
@@ -880,7 +973,7 @@ def run(params: Mapping[str, Any], check_mode: bool, runner: Runner = subprocess
         try:
             client.run_step(step)
         except Pm2Error as exc:
-            exc.result.update(changed=bool(result["actions"]), actions=result["actions"] + [step.failed],
+            exc.result.update(changed=bool(result["actions"]) or bool(exc.result.get("changed")), actions=result["actions"] + [step.failed],
                               warnings=result["warnings"])
             raise
         result["actions"].append(step.done)
@@ -896,7 +989,8 @@ def run(params: Mapping[str, Any], check_mode: bool, runner: Runner = subprocess
             raise
         if goal in ("online", "online_new"):
             result["online_after_s"] = round(reached - started, 3)
-            result["actions"].append("%s is online %.1f s after the pm2 command: %s." % (req.name, reached - started, ", ".join(
+            command = "the pm2 commands" if any(step.concurrent for step in todo.steps) else "the pm2 command"
+            result["actions"].append("%s is online %.1f s after %s: %s." % (req.name, reached - started, command, ", ".join(
                 "instance %s pid %s" % (_instance_no(entry), pid_of(entry)) for entry in processes_of(after_list, req.name))))
     else:
         after_list = client.jlist()

@@ -51,7 +51,7 @@ options:
         Stopped or errored instances are started or restarted; running instances are not touched.
         An app pm2 does not know is started from O(ecosystem) or O(script).
       - V(stopped) stops the app (C(pm2 stop)); an app already stopped is not changed.
-      - V(restarted) always restarts the app (C(pm2 restart)).
+      - V(restarted) always restarts the app (C(pm2 restart)); O(parallel) restarts all its instances at once.
       - V(reloaded) always reloads the app (C(pm2 reload)), which in cluster mode replaces the instances one at a
         time without downtime. In fork mode pm2 cannot do that; see O(reload_fallback). An app that is not
         running is restarted.
@@ -153,6 +153,24 @@ options:
       - V(true) restarts it instead and says so in RV(actions); V(false) fails without touching it.
     type: bool
     default: true
+  parallel:
+    description:
+      - With O(state=restarted) (and the restart that O(state=reloaded) falls back to) on an app with more than one
+        instance, restart every instance at once, one C(pm2 restart <pm_id>) per instance started together, instead
+        of one C(pm2 restart <name>). The module then waits as usual for every instance to be online with a new pid.
+      - "Why: pm2 restarts the instances of an app with at most two instances one at a time: it stops one, boots its
+        replacement, waits for it to be ready, and only then stops the next, so a restart of a 2-instance cluster
+        takes about two boot times."
+      - At once, no instance serves while the new ones boot. Use it only when the old instances cannot serve anyway,
+        for example when a failover repoints the database (RB-P1-003's direct repoint); for a restart with the app
+        available, leave it V(false) or use O(state=reloaded).
+      - Runs the per-instance commands with the arguments C(pm2 restart <name>) would get (O(update_env),
+        O(max_memory_restart)); a failure of any of them fails the task, naming the instance. No effect with one
+        instance, on other states, or on a reload in cluster mode (which pm2 does one instance at a time, without
+        downtime).
+    type: bool
+    default: false
+    version_added: 0.3.0
 notes:
   - The module runs pm2 on the managed host; it needs Node.js there. Run it with the same O(pm2_home) and O(user)
     as the daemon that runs the app (the AKIG servers use a service account, not root's C(~/.pm2)).
@@ -190,6 +208,19 @@ EXAMPLES = r"""
     update_env: true
     env:
       SENDGRID_API_KEY: "{{ vault_akig_sendgrid_api_key }}"
+    user: akig
+  become: true
+  no_log: true
+
+- name: Restart both backend instances at once after a failover repointed DATABASE_URL (they cannot serve anyway)
+  akig.runbooks.pm2:
+    name: akig-backend
+    state: restarted
+    parallel: true
+    update_env: true
+    env:
+      DATABASE_URL: "{{ __rb_database_url }}"
+    stable_seconds: 0.3
     user: akig
   become: true
   no_log: true
@@ -347,6 +378,7 @@ ARGUMENT_SPEC: Dict[str, Dict[str, Any]] = dict(
     stable_seconds=dict(type="float", default=1.0),
     update_env=dict(type="bool", default=False),
     reload_fallback=dict(type="bool", default=True),
+    parallel=dict(type="bool", default=False),
 )
 
 MUTUALLY_EXCLUSIVE = [("ecosystem", "script")]

@@ -26,7 +26,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
@@ -184,6 +184,9 @@ def test_fork_app_lifecycle(pm2_home: Path) -> None:
     assert check["changed"] is True and check["actions"] and check["actions"][0].startswith("Would restart %s" % name)
     assert check["diff"]["after"]["pids"] == ["(new)"]
     assert pids(pm2_home) == before
+    # parallel changes nothing for an app with one instance
+    one = run_module(pm2_home, check=True, name=name, state="restarted", parallel=True)
+    assert one["actions"] == ["Would restart %s (1 instance, fork mode)." % name]
 
     restarted = run_module(pm2_home, name=name, state="restarted")
     assert restarted["changed"] is True
@@ -345,6 +348,157 @@ def test_cluster_worker_dead_before_ready_is_not_taken_for_online(pm2_home: Path
         run_module(pm2_home, name=name, state="absent")
 
 
+# --------------------------------------------------------------------------- parallel: every instance restarted at once
+
+# The slow app signals ready this long after it starts; pm2 restarts its 2 instances one after the other
+# (the second stops only once the first is ready), so their start times differ by at least this much.
+# Large enough that two pm2 commands started together on a loaded 2-core machine stay well under it.
+BOOT_DELAY_MS = 2000
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 30, what: str = "the condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "%s did not hold within %s s" % (what, timeout)
+        time.sleep(0.1)
+
+
+def instances(home: Path, name: str) -> List[Dict[str, Any]]:
+    """The app's instances as pm2 lists them, by pm_id."""
+    return sorted((p for p in jlist(home) if p["name"] == name), key=lambda p: p["pm_id"])
+
+
+def start_spread_ms(home: Path, name: str) -> int:
+    """How far apart pm2 started the instances (pm2_env.pm_uptime: when pm2 forked each one), in ms."""
+    started = [p["pm2_env"]["pm_uptime"] for p in instances(home, name)]
+    return max(started) - min(started)
+
+
+def all_online(home: Path, name: str, old: Dict[int, int]) -> bool:
+    """Every instance online with a pid that runs and is not one of ``old``."""
+    listed = instances(home, name)
+    return bool(listed) and all(p["pm2_env"]["status"] == "online" and p["pid"] > 0 and p["pid"] not in old.values()
+                                and Path("/proc/%d" % p["pid"]).exists() for p in listed)
+
+
+@pytest.fixture(scope="module")
+def slow_cluster(pm2_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Any]]:
+    name = "akig-test-slow"
+    ecosystem = tmp_path_factory.mktemp("slow") / "slow.config.js"
+    ecosystem.write_text("module.exports = {apps: [{name: %s, script: %s, exec_mode: 'cluster', instances: 2, wait_ready: true, "
+                         "listen_timeout: 15000, kill_timeout: 3000}]};\n" % (json.dumps(name), json.dumps(str(APP))))
+    port = free_port()
+    env = {"PORT": str(port), "BOOT_DELAY_MS": str(BOOT_DELAY_MS)}
+    result = run_module(pm2_home, name=name, ecosystem=str(ecosystem), env=env)
+    assert result["changed"] is True and [p["exec_mode"] for p in result["processes"]] == ["cluster", "cluster"], result
+    yield {"name": name, "port": port, "env": env}
+    run_module(pm2_home, name=name, state="absent")
+
+
+def test_parallel_in_check_mode_changes_nothing(pm2_home: Path, slow_cluster: Dict[str, Any]) -> None:
+    name = slow_cluster["name"]
+    before = pids(pm2_home, name)
+    check = run_module(pm2_home, check=True, diff=True, name=name, state="restarted", parallel=True)
+    assert check["changed"] is True and not check.get("failed"), check
+    assert check["actions"] == ["Would restart the 2 instances of %s at once (cluster mode, one pm2 restart per instance: pm_ids %s)."
+                                % (name, ", ".join(str(pm_id) for pm_id in sorted(before)))]
+    assert check["diff"]["after"]["pids"] == ["(new)", "(new)"]
+    # a reload in cluster mode stays a reload, one instance at a time
+    reload = run_module(pm2_home, check=True, name=name, state="reloaded", parallel=True)
+    assert reload["actions"][0].startswith("Would reload %s (2 instances, cluster mode) with zero downtime" % name)
+    assert pids(pm2_home, name) == before
+
+
+def test_parallel_restart_starts_every_instance_at_once(pm2_home: Path, slow_cluster: Dict[str, Any]) -> None:
+    name = slow_cluster["name"]
+    before = pids(pm2_home, name)
+    one_by_one = run_module(pm2_home, name=name, state="restarted")
+    assert one_by_one["changed"] is True and one_by_one["actions"][0] == "Restarted %s (2 instances, cluster mode)." % name, one_by_one
+    sequential = pids(pm2_home, name)
+    assert all_online(pm2_home, name, before)
+    spread_sequential = start_spread_ms(pm2_home, name)
+    assert spread_sequential >= BOOT_DELAY_MS, "pm2 restarted the 2 instances one after the other"
+
+    at_once = run_module(pm2_home, name=name, state="restarted", parallel=True)
+    assert at_once["changed"] is True, at_once
+    assert at_once["actions"][0] == ("Restarted the 2 instances of %s at once (cluster mode, one pm2 restart per instance: pm_ids %s)."
+                                     % (name, ", ".join(str(pm_id) for pm_id in sorted(before))))
+    assert at_once["actions"][1].startswith("%s is online " % name) and " s after the pm2 commands: instance 0 pid " in at_once["actions"][1]
+    after = pids(pm2_home, name)
+    assert set(after) == set(before) and all_online(pm2_home, name, sequential)
+    assert [p["pid"] for p in at_once["processes"]] == [after[pm_id] for pm_id in sorted(after)]
+    spread = start_spread_ms(pm2_home, name)
+    assert spread < BOOT_DELAY_MS, "the instances started %d ms apart, not at once" % spread
+    assert health(slow_cluster["port"])["pid"] in after.values()
+    assert at_once["online_after_s"] < one_by_one["online_after_s"]
+    print("restarted, boot delay %d ms: one at a time online after %.2f s (starts %d ms apart), at once %.2f s (%d ms apart)" % (
+        BOOT_DELAY_MS, one_by_one["online_after_s"], spread_sequential, at_once["online_after_s"], spread))
+
+
+def test_parallel_restart_passes_update_env_and_max_memory_restart(pm2_home: Path, slow_cluster: Dict[str, Any]) -> None:
+    name = slow_cluster["name"]
+    secret = "%s-%s" % (SECRET, uuid.uuid4().hex[:8])
+    before = pids(pm2_home, name)
+    result = run_module(pm2_home, name=name, state="restarted", parallel=True, update_env=True, max_memory_restart="500M",
+                        env=dict(slow_cluster["env"], AKIG_TOKEN=secret), stable_seconds=0.3)
+    assert result["changed"] is True, result
+    assert result["actions"][0] == (
+        "Restarted the 2 instances of %s at once (cluster mode, one pm2 restart per instance: pm_ids %s), setting max_memory_restart "
+        "500M (was unset)." % (name, ", ".join(str(pm_id) for pm_id in sorted(before))))
+    assert secret not in json.dumps(result)
+    assert all_online(pm2_home, name, before)
+    listed = instances(pm2_home, name)
+    assert [p["pm2_env"]["env"]["AKIG_TOKEN"] for p in listed] == [secret] * 2
+    assert [p["pm2_env"]["max_memory_restart"] for p in listed] == [500 * 1024 * 1024] * 2
+    assert start_spread_ms(pm2_home, name) < BOOT_DELAY_MS
+
+
+def test_parallel_restart_failure_names_the_instance(pm2_home: Path, slow_cluster: Dict[str, Any], tmp_path: Path) -> None:
+    name = slow_cluster["name"]
+    before = pids(pm2_home, name)
+    first_id, failing_id = sorted(before)
+    wrapper = tmp_path / "pm2"
+    wrapper.write_text('#!/bin/sh\nif [ "$1" = restart ] && [ "$2" = %d ]; then\n  echo "[PM2][ERROR] Process %d not found (simulated)" >&2\n'
+                       '  exit 3\nfi\nexec %s "$@"\n' % (failing_id, failing_id, PM2))
+    wrapper.chmod(0o755)
+    result = run_module(pm2_home, pm2_bin=str(wrapper), name=name, state="restarted", parallel=True)
+    assert result["failed"] is True and result["changed"] is True, result
+    assert result["msg"] == (
+        "1 of the 2 pm2 commands run at once at PM2_HOME=%s failed (1 succeeded): instance 1 (pm_id %d) of %s: pm2 restart %d failed "
+        "(exit 3): [PM2][ERROR] Process %d not found (simulated); read its logs: PM2_HOME=%s %s logs %d --lines 50 --nostream"
+        % (pm2_home, failing_id, name, failing_id, failing_id, pm2_home, wrapper, failing_id))
+    assert result["actions"] == ["Failed to restart the 2 instances of %s at once (cluster mode, one pm2 restart per instance: "
+                                 "pm_ids %d, %d)." % (name, first_id, failing_id)]
+    # the other instance was restarted, the failing one left alone
+    wait_until(lambda: all_online(pm2_home, name, {}) and pids(pm2_home, name)[first_id] != before[first_id],
+               what="instance 0 online with a new pid")
+    assert pids(pm2_home, name)[failing_id] == before[failing_id]
+
+
+def test_parallel_restart_kills_a_hung_command_at_the_timeout(pm2_home: Path, cluster: Dict[str, Any], tmp_path: Path) -> None:
+    name = cluster["name"]
+    before = pids(pm2_home, name)
+    hung_id = max(before)
+    wrapper = tmp_path / "pm2"
+    hung_pid = tmp_path / "hung.pid"
+    wrapper.write_text('#!/bin/sh\nif [ "$1" = restart ] && [ "$2" = %d ]; then echo $$ > %s; exec sleep 120; fi\nexec %s "$@"\n'
+                       % (hung_id, hung_pid, PM2))
+    wrapper.chmod(0o755)
+    begin = time.monotonic()
+    result = run_module(pm2_home, pm2_bin=str(wrapper), name=name, state="restarted", parallel=True, timeout=5, stable_seconds=0.3)
+    assert time.monotonic() - begin < 20
+    assert result["failed"] is True, result
+    assert ("instance 1 (pm_id %d) of %s: pm2 restart %d did not finish within 5 s (killed); pm2 may be hung: look at %s/pm2.log"
+            % (hung_id, name, hung_id, pm2_home)) in result["msg"]
+    assert result["actions"][0].startswith("Failed to restart the 2 instances of %s at once" % name)
+    assert not Path("/proc/%s" % hung_pid.read_text().strip()).exists(), "the hung command was killed"
+    assert pids(pm2_home, name)[hung_id] == before[hung_id]
+    wait_until(lambda: all_online(pm2_home, name, {}), what="%s online" % name)
+
+
 # --------------------------------------------------------------------------- through ansible, as another user
 
 
@@ -373,7 +527,7 @@ def test_through_ansible_and_ansible_doc(pm2_home: Path, cluster: Dict[str, Any]
     assert second.returncode == 0 and "localhost | SUCCESS" in second.stdout, second.stdout + second.stderr
     assert SECRET not in first.stdout + first.stderr + second.stdout + second.stderr
     assert doc.returncode == 0, doc_err
-    for text in ("akig.runbooks.pm2", "reload_fallback", "max_memory_restart", "online_after_s", "AKIG Engineering Team"):
+    for text in ("akig.runbooks.pm2", "reload_fallback", "max_memory_restart", "online_after_s", "AKIG Engineering Team", "parallel"):
         assert text in doc_out
     assert run_module(pm2_home, name="akig-test-ansible", state="absent")["changed"] is True
 
