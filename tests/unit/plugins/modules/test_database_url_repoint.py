@@ -87,8 +87,8 @@ def test_a_url_it_cannot_read_is_refused_before_anything_changes(tmp_path: Path)
 
 
 @pytest.mark.parametrize("content, args, message", [
-    ("NODE_ENV=production\n", dict(host="db-2"), "{path}: no DATABASE_URL line (KEY=VALUE, optionally after export) in "
-                                                  "the env file; nothing was changed"),
+    ("NODE_ENV=production\n", dict(host="db-2"),
+     "{path}: no DATABASE_URL line (KEY=VALUE, optionally after export) in the env file; nothing was changed"),
     (ENV, dict(host="db 2"), None),
     (ENV, dict(host="db-2", port=70000), None),
 ])
