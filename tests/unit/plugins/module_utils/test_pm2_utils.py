@@ -249,6 +249,27 @@ def test_plan_restarted_applies_memory_limit_and_environment() -> None:
     assert result.wait == "online_new"
 
 
+def test_plan_restarted_in_parallel_is_one_restart_per_instance_with_the_same_arguments() -> None:
+    result = plan(request(state="restarted", parallel=True, max_memory_restart="1G", update_env=True), BACKEND, True, HOME)
+    step = result.steps[0]
+    assert len(result.steps) == 1 and step.args == [] and step.with_env is True
+    assert [(command.what, command.args, command.logs) for command in step.concurrent] == [
+        ("instance 0 (pm_id 0) of akig-backend", ["restart", "0", "--max-memory-restart", "1G", "--update-env"], "0"),
+        ("instance 1 (pm_id 1) of akig-backend", ["restart", "1", "--max-memory-restart", "1G", "--update-env"], "1"),
+    ]
+    assert step.would.startswith("Would restart the 2 instances of akig-backend at once (cluster mode, one pm2 restart per "
+                                 "instance: pm_ids 0, 1)")
+    assert result.wait == "online_new" and result.after["pids"] == ["(new)", "(new)"]
+
+
+@pytest.mark.parametrize("state, listed", [("restarted", WORKER), ("reloaded", BACKEND)])
+def test_plan_parallel_changes_nothing_for_one_instance_or_a_cluster_reload(state: str, listed: List[Dict[str, Any]]) -> None:
+    name = listed[0]["name"]
+    assert plan(request(name=name, state=state, parallel=True), listed, True, HOME).steps[0].args == \
+        plan(request(name=name, state=state), listed, True, HOME).steps[0].args
+    assert not plan(request(name=name, state=state, parallel=True), listed, True, HOME).steps[0].concurrent
+
+
 def test_plan_reloaded_in_cluster_mode() -> None:
     result = plan(request(state="reloaded"), BACKEND, True, HOME)
     assert result.steps[0].args == ["reload", "akig-backend"]
