@@ -127,12 +127,12 @@ msg:
 
 import os
 import shutil
-import tempfile
 import time
 from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.akig.runbooks.plugins.module_utils.atomic_write import replace_atomically
 from ansible_collections.akig.runbooks.plugins.module_utils.database_url import DatabaseUrlError, repoint_env
 
 ARGUMENT_SPEC: Dict[str, Dict[str, Any]] = dict(
@@ -153,29 +153,6 @@ def _backup(path: str) -> str:
     stat = os.stat(path)
     os.chown(dest, stat.st_uid, stat.st_gid)
     return dest
-
-
-def _write_atomically(path: str, text: str) -> None:
-    stat = os.stat(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, stat.st_mode & 0o7777)
-        os.chown(tmp, stat.st_uid, stat.st_gid)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def main() -> None:
@@ -220,7 +197,7 @@ def main() -> None:
                              changed=False)
         result["maintenance"] = True
     try:
-        _write_atomically(path, plan["text"])
+        replace_atomically(path, plan["text"])
     except OSError as exc:
         module.fail_json(msg="Could not replace %s (%s); it is unchanged%s." % (
             path, exc.__class__.__name__, ", its copy is %s" % result["backup_file"] if result.get("backup_file") else ""),

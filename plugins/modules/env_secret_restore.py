@@ -84,10 +84,10 @@ saved:
 """
 
 import os
-import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.akig.runbooks.plugins.module_utils.atomic_write import replace_atomically
 from ansible_collections.akig.runbooks.plugins.module_utils.auth_recovery import (
     EnvFileError,
     env_value,
@@ -159,25 +159,11 @@ def main():
     os.chown(saved, stat.st_uid, stat.st_gid)
     result["saved"] = saved
 
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(new_text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, stat.st_mode & 0o7777)
-        os.chown(tmp, stat.st_uid, stat.st_gid)
-        os.replace(tmp, path)
+        replace_atomically(path, new_text)
     except OSError as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         module.fail_json(msg="Could not replace %s (%s); it is unchanged, its copy is %s." % (path, exc.__class__.__name__, saved),
                          **result)
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
     module.exit_json(**result)
 
 
