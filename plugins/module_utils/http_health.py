@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from ansible_collections.akig.runbooks.plugins.module_utils.sla import error_rate_exceeds, error_rate_threshold
@@ -224,23 +224,28 @@ def build_opener(validate_certs: bool = True) -> urllib.request.OpenerDirector:
     return urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context), _NoRedirect())
 
 
+def open_and_read(opener: urllib.request.OpenerDirector, req: urllib.request.Request, timeout: float) -> Tuple[int, bytes]:
+    """Send ``req``: its HTTP status and up to BODY_LIMIT bytes of its body, an error status (4xx, 5xx) included.
+    Raises URLError, OSError or ValueError when no HTTP answer came (refused, timeout, TLS)."""
+    try:
+        with opener.open(req, timeout=timeout) as resp:
+            return resp.status, resp.read(BODY_LIMIT)
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, exc.read(BODY_LIMIT)
+        except (OSError, ValueError):
+            return exc.code, b""
+        finally:
+            exc.close()
+
+
 def request_once(endpoint: Endpoint, timeout: float, opener: urllib.request.OpenerDirector,
                  clock: Callable[[], float] = time.monotonic) -> Sample:
     """One request; never raises for network or HTTP errors."""
     req = urllib.request.Request(endpoint.url, method=endpoint.method, headers=endpoint.headers)
     begin = clock()
     try:
-        with opener.open(req, timeout=timeout) as resp:
-            status = resp.status
-            raw = resp.read(BODY_LIMIT)
-    except urllib.error.HTTPError as exc:
-        status = exc.code
-        try:
-            raw = exc.read(BODY_LIMIT)
-        except (OSError, ValueError):
-            raw = b""
-        finally:
-            exc.close()
+        status, raw = open_and_read(opener, req, timeout)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         timed_out = isinstance(exc, (socket.timeout, TimeoutError)) or isinstance(getattr(exc, "reason", None), (socket.timeout, TimeoutError))
         error = short_error(exc)

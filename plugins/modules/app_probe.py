@@ -169,7 +169,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.akig.runbooks.plugins.module_utils.http_health import BODY_LIMIT, HealthError, build_opener, short_error, validate_url
+from ansible_collections.akig.runbooks.plugins.module_utils.http_health import HealthError, build_opener, open_and_read, short_error, validate_url
 
 ARGUMENT_SPEC: Dict[str, Dict[str, Any]] = dict(
     url=dict(type="str", required=True),
@@ -200,16 +200,7 @@ def post_json(opener: Any, url: str, body: Dict[str, Any], timeout: float,
         headers["Authorization"] = "Bearer " + token
     req = urllib.request.Request(url, data=json.dumps(body).encode("utf-8"), method="POST", headers=headers)
     try:
-        with opener.open(req, timeout=timeout) as resp:
-            status, raw = resp.status, resp.read(BODY_LIMIT)
-    except urllib.error.HTTPError as exc:
-        status = exc.code
-        try:
-            raw = exc.read(BODY_LIMIT)
-        except (OSError, ValueError):
-            raw = b""
-        finally:
-            exc.close()
+        status, raw = open_and_read(opener, req, timeout)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         return None, None, short_error(exc)
     try:
@@ -255,7 +246,10 @@ class Prober:
 
 
 def _why(status: Optional[int], error: Optional[str]) -> str:
-    return error if status is None else "HTTP %s" % status if not error else "HTTP %s (%s)" % (status, error)
+    """What the last request got: the connection error, or the HTTP status (with what was wrong with the answer)."""
+    if status is None:
+        return error or "no answer"
+    return "HTTP %s (%s)" % (status, error) if error else "HTTP %s" % status
 
 
 def check_input(params: Dict[str, Any]) -> None:
@@ -267,12 +261,12 @@ def check_input(params: Dict[str, Any]) -> None:
     if (params["mode"] == "login" or not params["token"]) and not (params["user"] and params["password"]):
         raise HealthError("user and password are required to log in (mode=%s%s): give the on-call probe user "
                           "(akig_probe_user, akig_probe_password)" % (params["mode"], "" if params["mode"] == "login" else " without a token"))
-    for name in ("retries",):
-        if params[name] < 0:
-            raise HealthError("%s must be 0 or more, got %s" % (name, params[name]))
-    for name in ("delay", "timeout"):
-        if params[name] < 0 or (name == "timeout" and params[name] == 0):
-            raise HealthError("%s must be a positive number of seconds, got %s" % (name, params[name]))
+    if params["retries"] < 0:
+        raise HealthError("retries must be 0 or more, got %s" % params["retries"])
+    if params["delay"] < 0:
+        raise HealthError("delay must be a positive number of seconds, got %s" % params["delay"])
+    if params["timeout"] <= 0:
+        raise HealthError("timeout must be a positive number of seconds, got %s" % params["timeout"])
 
 
 def execute(module: Any) -> None:
