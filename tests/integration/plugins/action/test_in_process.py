@@ -13,6 +13,7 @@ against a small HTTP server of the test. The password reaches the modules throug
 from __future__ import annotations
 
 import http.server
+import re
 import threading
 from pathlib import Path
 from typing import Any, Dict, Iterator
@@ -95,8 +96,15 @@ def test_promote_check_mode_in_process_changes_nothing(ansible: Ansible, cluster
     inside, module = ansible.both("akig.runbooks.pg_promote", args, "--check")
     assert inside.rc == 0 and module.rc == 0, inside.stdout + module.stdout
     assert inside.result["in_process"] is True
-    assert inside.result["changed"] is True and inside.result["actions"] == module.result["actions"]
+    # the same plan both ways; the spare's replay LSN may move between the two runs (its primary's background
+    # WAL: a checkpoint, autovacuum), so the LSNs are compared by shape only
+    assert inside.result["changed"] is True
+    assert _lsn_masked(inside.result["actions"]) == _lsn_masked(module.result["actions"])
     assert cluster.scalar(spare, "SELECT pg_is_in_recovery()") is True
+
+
+def _lsn_masked(actions: list) -> list:
+    return [re.sub(r"\b[0-9A-F]+/[0-9A-F]+\b", "<lsn>", line) for line in actions]
 
 
 class _Health(http.server.BaseHTTPRequestHandler):
