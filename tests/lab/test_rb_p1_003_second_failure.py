@@ -5,6 +5,12 @@ as soon as both PgBouncers point at db-2 and let the waiting transactions throug
 SIGKILLed the way the crash tests kill a primary (`lab/akig-lab fault db_primary_down`, which kills whichever
 node is primary: db-2 by then). Run 1 fails (write probe or verify) and leaves both PgBouncers on the dead db-2.
 
+The kill must land at the same step of run 1 every time: `labctl fault` takes about a second, and the runbook
+gets through its verify and half of its follow step in that second. So the controller (ansible-playbook's main
+process, which starts every task) is stopped (SIGSTOP) the moment the timeline shows both repoints, and
+continued (SIGCONT) once db-2 is dead: the task then running finishes, no new task starts in between. A
+controller that stalls for a second is a real event too; the database sees nothing of it.
+
 Run 2 is the next run an on-call engineer starts, straight to a failover: `-e rb_p1_003_primary=db-2` (the
 primary to replace is no longer the inventory's pg_primary). db-3 never followed db-2 (run 1 died before its
 follow step), so it is on timeline 1 while db-2 was primary on timeline 2: promoting it would drop every
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 import uuid
@@ -79,12 +86,17 @@ def test_new_primary_killed_right_after_repoint_the_next_run_recovers(
                               "-e", "pg_failover_candidate=db-2")
         try:
             assert wait_until(lambda: repointed_hosts(first) == set(APPS) or run1.poll() is not None,
-                              timeout=240, interval=0.05)
-            out1 = (tmp_path / "run1.log").read_text()
-            assert repointed_hosts(first) == set(APPS), out1[-4000:]
+                              timeout=240, interval=0.01)
+            # freeze the controller before it starts the resolve play's verify (see the docstring)
+            os.kill(run1.pid, signal.SIGSTOP)
             repointed = time.monotonic()
-            labctl("fault", "db_primary_down")
-            killed = time.monotonic()
+            try:
+                out1 = (tmp_path / "run1.log").read_text()
+                assert repointed_hosts(first) == set(APPS), out1[-4000:]
+                labctl("fault", "db_primary_down")
+                killed = time.monotonic()
+            finally:
+                os.kill(run1.pid, signal.SIGCONT)
         except BaseException:
             run1.kill()
             raise
@@ -95,7 +107,8 @@ def test_new_primary_killed_right_after_repoint_the_next_run_recovers(
     killed_node = json.loads((STATE / "faults.json").read_text())["active"]["db_primary_down"]["node"]
     assert killed_node == "db-2"  # the fault kills the primary of the moment: the one run 1 just promoted
     acked = writers.acked()
-    print(f"\nrun 1: rc={rc1} in {run1_s:.1f}s; db-2 killed {killed - repointed:.2f}s after both repoints; "
+    print(f"\nrun 1: rc={rc1} in {run1_s:.1f}s; db-2 killed {killed - repointed:.2f}s after both repoints "
+          f"(controller stopped meanwhile); "
           f"{len(acked)} payments acknowledged during run 1")
     print("run 1 failure: " + " | ".join(line.strip()[:300] for line in out1.splitlines() if line.startswith("fatal:")))
 
