@@ -42,11 +42,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ansible_collections.akig.runbooks.plugins.module_utils.procfs import pid_exists, runuser_prefix
+from ansible_collections.akig.runbooks.plugins.module_utils.procfs import alive, pid_exists, runuser_prefix
 
 STATES = ("started", "stopped", "restarted", "reloaded", "absent")
 STABLE_S = 1.0
 POLL_S = 0.25
+# how often the pids of a stable window are looked up in /proc
+WATCH_S = 0.05
 MEMORY_RE = re.compile(r"^\s*(\d+)\s*([KMG]?)\s*$", re.IGNORECASE)
 MEMORY_UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -889,11 +891,27 @@ def _signature(mine: Sequence[Mapping[str, Any]]) -> Tuple[Tuple[Any, ...], ...]
     return tuple((entry.get("pm_id"), pid_of(entry), status_of(entry), _int((entry.get("pm2_env") or {}).get("restart_time"))) for entry in mine)
 
 
+def watch_pids(pids: Sequence[int], until: float, clock: Callable[[], float] = time.monotonic,
+               sleep: Callable[[float], None] = time.sleep, is_alive: Callable[[int], bool] = alive) -> bool:
+    """Whether every pid stays a live process (not a zombie) until the clock reaches ``until``, looked up in
+    /proc every :data:`WATCH_S` (no pm2 command, which costs a Node.js start each time). False as soon as one
+    exits: pm2 restarting a crashed instance gives it a new pid, so the same live pids mean no restart."""
+    while True:
+        if not all(is_alive(pid) for pid in pids):
+            return False
+        left = until - clock()
+        if left <= 0:
+            return True
+        sleep(min(WATCH_S, left))
+
+
 def wait_for(client: Pm2Client, name: str, goal: str, old_pids: Sequence[int], timeout: float, stable_s: float = STABLE_S,
-             clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> Tuple[List[Dict[str, Any]], float]:
+             clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+             is_alive: Callable[[int], bool] = alive) -> Tuple[List[Dict[str, Any]], float]:
     """Poll ``pm2 jlist`` until the app reaches ``goal``; for online goals it must also stay there, same pids
-    and restart counts, for ``stable_s`` seconds (a crash at boot shows up as a restart). Returns the last
-    process list and the clock time at which the goal was first reached (with the final pids)."""
+    (so no restart), for ``stable_s`` seconds (a crash at boot shows up as an exited pid, then a restart). The
+    stable window is watched in /proc (:func:`watch_pids`), not with more ``pm2 jlist`` runs. Returns the
+    process list in which the goal was reached and the clock time at which it was, with the final pids."""
     start = clock()
     deadline = start + timeout
     stable_since: Optional[float] = None
@@ -918,6 +936,12 @@ def wait_for(client: Pm2Client, name: str, goal: str, old_pids: Sequence[int], t
                 reached_at = now
             if now - stable_since >= need_stable:
                 return raw_list, reached_at
+            # the same processes alive until the window ends: stable. Else pm2 is restarting one: read its list again
+            window_end = stable_since + need_stable
+            if watch_pids([pid_of(entry) for entry in mine], min(window_end, deadline), clock, sleep, is_alive) and clock() >= window_end:
+                return raw_list, reached_at
+            stable_since = None
+            now = clock()
         else:
             stable_since = None
         if now >= deadline:

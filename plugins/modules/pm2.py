@@ -130,6 +130,8 @@ options:
     description:
       - With O(wait_online), how long every instance must stay C(online) with the same pid and restart count
         before the task returns (a crash at boot shows up as a restart within this time).
+      - The window is watched in C(/proc) on the host (each instance's pid must stay a live process, and pm2 gives a
+        restarted instance a new pid), not with more C(pm2 jlist) runs, each of which costs a Node.js start.
       - Set it lower (or V(0)) when a health check follows the task anyway, as in a failover where every second
         of the restart counts; it must be less than O(timeout).
     type: float

@@ -348,6 +348,27 @@ def test_cluster_worker_dead_before_ready_is_not_taken_for_online(pm2_home: Path
         run_module(pm2_home, name=name, state="absent")
 
 
+def test_instance_dying_right_after_ready_is_not_taken_for_stable(pm2_home: Path, tmp_path: Path) -> None:
+    """An app that says it is ready, then exits 300 ms later, again after every restart: online for pm2 at each
+    look, but never through the stable window (watched in /proc), so the module fails instead of reporting it up."""
+    name = "akig-test-flap"
+    ecosystem = tmp_path / "flap.config.js"
+    ecosystem.write_text("module.exports = {apps: [{name: %s, script: %s, exec_mode: 'cluster', instances: 1, wait_ready: true, "
+                         "listen_timeout: 5000, env: {PORT: '%d', CRASH_AFTER_MS: '300'}}]};\n"
+                         % (json.dumps(name), json.dumps(str(APP)), free_port()))
+    try:
+        started = run_module(pm2_home, name=name, ecosystem=str(ecosystem), timeout=20, stable_seconds=1.0)
+        assert started["failed"] is True and started["changed"] is True, started
+        assert started["msg"].startswith("pm2 app '%s' did not come online" % name), started["msg"]
+        restarts = [p["pm2_env"]["restart_time"] for p in jlist(pm2_home) if p["name"] == name]
+        assert restarts and restarts[0] >= 1, "pm2 never restarted it: the window did not see it die"
+        # without a stable window the same app passes for online (what the window is for)
+        again = run_module(pm2_home, name=name, state="restarted", timeout=20, stable_seconds=0)
+        assert not again.get("failed") and again["changed"] is True, again
+    finally:
+        run_module(pm2_home, name=name, state="absent")
+
+
 # --------------------------------------------------------------------------- parallel: every instance restarted at once
 
 # The slow app signals ready this long after it starts; pm2 restarts its 2 instances one after the other

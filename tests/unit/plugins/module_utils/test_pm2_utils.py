@@ -42,6 +42,8 @@ from ansible_collections.akig.runbooks.plugins.module_utils.pm2 import (
     snapshot,
     start_config,
     summarize,
+    wait_for,
+    watch_pids,
 )
 
 HOME = "/srv/akig/pm2"
@@ -471,3 +473,80 @@ def test_start_config_loads_the_app_from_the_ecosystem_with_overrides(tmp_path: 
 
     script = json.loads(load_start_config(tmp_path, start_config("s", None, "/srv/app.js", {"exec_mode": "fork"})).stdout)
     assert script == {"apps": [{"name": "s", "script": "/srv/app.js", "exec_mode": "fork"}]}
+
+
+# --------------------------------------------------------------------------- waiting: the stable window
+
+
+class FakeClock:
+    """A clock that only moves when the code under test sleeps (or when a pm2 command "takes" time)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: List[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+class ListedClient:
+    """Stands in for Pm2Client.jlist: hands out the given process lists in turn (the last one for ever),
+    each read costing ``cost`` seconds of the fake clock, as a pm2 CLI run would."""
+
+    home = HOME
+    binary = "/usr/bin/pm2"
+
+    def __init__(self, clock: FakeClock, lists: List[List[Dict[str, Any]]], cost: float = 0.2) -> None:
+        self.clock, self.lists, self.cost, self.reads = clock, lists, cost, 0
+
+    def jlist(self) -> List[Dict[str, Any]]:
+        self.clock.now += self.cost
+        listed = self.lists[min(self.reads, len(self.lists) - 1)]
+        self.reads += 1
+        return [dict(entry) for entry in listed]
+
+
+def test_watch_pids_is_true_only_when_every_pid_lives_through_the_window() -> None:
+    clock = FakeClock()
+    assert watch_pids([4101, 4102], clock.now + 0.3, clock, clock.sleep, lambda pid: True) is True
+    assert clock.now >= 100.3 and max(clock.slept) <= 0.05 + 1e-9
+    deaths = iter([True, True, True, False])
+    clock = FakeClock()
+    assert watch_pids([4101, 4102], clock.now + 1.0, clock, clock.sleep, lambda pid: next(deaths)) is False
+    assert clock.now < 101.0  # it says so as soon as one is gone, not at the end of the window
+    assert watch_pids([os.getpid()], FakeClock().now, FakeClock(), lambda s: None) is True  # the real /proc lookup
+
+
+def test_wait_for_watches_the_stable_window_in_proc_with_one_pm2_read() -> None:
+    clock = FakeClock()
+    client = ListedClient(clock, [BACKEND])
+    listed, reached = wait_for(client, "akig-backend", "online_new", [4001, 4002], 30, stable_s=0.3, clock=clock, sleep=clock.sleep,
+                               is_alive=lambda pid: pid in (4101, 4102))
+    assert client.reads == 1, "the stable window cost more pm2 runs"
+    assert [entry["pid"] for entry in processes_of(listed, "akig-backend")] == [4101, 4102]
+    assert reached == pytest.approx(100.2) and clock.now >= reached + 0.3
+
+
+def test_wait_for_starts_the_window_again_when_an_instance_dies_in_it() -> None:
+    """A crash right after ready: pm2 restarts the instance with a new pid; the window starts again from it."""
+    clock = FakeClock()
+    crashed = [BACKEND[0], proc("akig-backend", 1, 4103, instance=1)]
+    client = ListedClient(clock, [BACKEND, BACKEND, crashed])
+    dead = {4102}
+    listed, reached = wait_for(client, "akig-backend", "online_new", [4001, 4002], 30, stable_s=1.0, clock=clock, sleep=clock.sleep,
+                               is_alive=lambda pid: pid not in dead)
+    assert [entry["pid"] for entry in processes_of(listed, "akig-backend")] == [4101, 4103]
+    assert client.reads == 3 and reached > 100.2 and clock.now >= reached + 1.0
+
+
+def test_wait_for_fails_when_an_instance_never_lives_through_the_window() -> None:
+    clock = FakeClock()
+    client = ListedClient(clock, [BACKEND])
+    with pytest.raises(Pm2Error) as failure:
+        wait_for(client, "akig-backend", "online", [], 3, stable_s=1.0, clock=clock, sleep=clock.sleep, is_alive=lambda pid: pid != 4102)
+    assert failure.value.msg.startswith("pm2 app 'akig-backend' did not come online within 3 s (it kept restarting)")
+    assert clock.now >= 103
