@@ -177,10 +177,12 @@ def test_a_worker_restart_during_a_batch_sends_nothing_twice(pg) -> None:
     try:
         for service in ("twilio", "sendgrid"):
             _emulator_mode(service, "slow", 1.5)  # 40 rows, 5 at a time: a batch of ~12 s
-        for i, key in enumerate(keys):
-            channel, recipient = ("sms", "+33612345678") if i % 2 == 0 else ("email", "locataire@example.org")
-            pg("db-1", "INSERT INTO notification_queue (channel, kind, recipient, subject, body, idempotency_key) "
-               "VALUES (%s, 'reminder', %s, 'Rappel de loyer', 'Votre loyer est dû', %s)", (channel, recipient, key))
+        # one statement, so the worker's next tick claims all 40 in one batch (row by row, a loaded machine let it
+        # claim the first few alone: a batch that ended before the restart, with nothing left to cut short)
+        rows = [("sms", "+33612345678") if i % 2 == 0 else ("email", "locataire@example.org") for i in range(len(keys))]
+        pg("db-1", "INSERT INTO notification_queue (channel, kind, recipient, subject, body, idempotency_key) VALUES "
+           + ", ".join(["(%s, 'reminder', %s, 'Rappel de loyer', 'Votre loyer est dû', %s)"] * len(keys)),
+           tuple(v for (channel, recipient), key in zip(rows, keys) for v in (channel, recipient, key)))
         assert wait_until(lambda: [k for k in ledger() if k.get("idempotency_key") in keys], 20), "no send started"
         env = {**os.environ, "PM2_HOME": str(STATE / notifier / "pm2")}
         logs = {f: f.stat().st_size for f in (STATE / notifier / "pm2" / "logs").glob("akig-worker-out*.log")}
