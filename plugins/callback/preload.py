@@ -148,8 +148,8 @@ def modules_named(playbook_path: str, collection: str, root: str) -> List[str]:
     collection's roles (every task file of a role it names, main.yml first, and the roles those name), in the
     order they are first named: roughly the order a run needs them."""
     pattern = re.compile(NAMED_RE % re.escape(collection))
-    modules_dir, actions_dir, roles_dir = (os.path.join(root, "plugins", "modules"), os.path.join(root, "plugins", "action"),
-                                           os.path.join(root, "roles"))
+    plugins_dir, roles_dir = os.path.join(root, "plugins"), os.path.join(root, "roles")
+    payloads = set(_plugin_files(plugins_dir, "modules")) - set(_plugin_files(plugins_dir, "action"))
     found: List[str] = []
     seen_roles = set()
 
@@ -160,8 +160,8 @@ def modules_named(playbook_path: str, collection: str, root: str) -> List[str]:
         except OSError:
             return
         for name in pattern.findall(text):
-            if os.path.isfile(os.path.join(modules_dir, name + ".py")):
-                if name not in found and not os.path.isfile(os.path.join(actions_dir, name + ".py")):
+            if name in payloads:
+                if name not in found:
                     found.append(name)
             elif name not in seen_roles and os.path.isdir(os.path.join(roles_dir, name, "tasks")):
                 seen_roles.add(name)
@@ -207,8 +207,8 @@ class CallbackModule(CallbackBase):
         if self._done:
             return
         self._done = True
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the collection's
         # first the background builder (it runs while this process loads the plugins)
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         try:
             self._builder = start_builder(os.path.abspath(playbook._file_name), collection_of(__name__), root)
         except Exception as exc:  # pylint: disable=broad-except  # the tasks build their payloads as usual
@@ -217,7 +217,7 @@ class CallbackModule(CallbackBase):
             display.vvv("preload: building the AnsiballZ payloads of the playbook's modules in the background (pid %d)"
                         % self._builder.pid)
         try:
-            summary = preload(collection_of(__name__), os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            summary = preload(collection_of(__name__), os.path.join(root, "plugins"))
         except Exception as exc:  # pylint: disable=broad-except  # never fail a playbook because of a preload
             display.vvv("preload: nothing loaded (%s)" % type(exc).__name__)
             return

@@ -68,17 +68,23 @@ PLAYBOOK = textwrap.dedent(
 )
 
 
+def _playbook_env(run_dir: Path, callbacks: str) -> dict:
+    """ansible-playbook's environment: this checkout's collection and ansible.cfg, only the given callbacks, the
+    run's temporary files (the AnsiballZ cache among them) and incidents under run_dir."""
+    return dict(os.environ, PATH="%s:%s" % (VENV_BIN, os.environ.get("PATH", "")),
+                ANSIBLE_CONFIG=str(COLLECTION_ROOT / "ansible.cfg"),
+                ANSIBLE_CALLBACKS_ENABLED=callbacks or "ansible.builtin.default",
+                ANSIBLE_COLLECTIONS_PATH=str(COLLECTION_ROOT / ".collections"),
+                ANSIBLE_LOCAL_TEMP=str(run_dir / "tmp"),
+                AKIG_TIMELINE_DIR=str(run_dir / "incidents"))
+
+
 def _run_playbook(tmp_path: Path, callbacks: str) -> tuple:
     (tmp_path / "action_plugins").mkdir(exist_ok=True)
     (tmp_path / "action_plugins" / "worker_probe.py").write_text(WORKER_PROBE)
     (tmp_path / "site.yml").write_text(PLAYBOOK)
     out_file = tmp_path / ("out-%s.json" % (callbacks or "none").replace(",", "_"))
-    env = dict(os.environ, PATH="%s:%s" % (VENV_BIN, os.environ.get("PATH", "")),
-               ANSIBLE_CONFIG=str(COLLECTION_ROOT / "ansible.cfg"),
-               ANSIBLE_CALLBACKS_ENABLED=callbacks or "ansible.builtin.default",
-               ANSIBLE_COLLECTIONS_PATH=str(COLLECTION_ROOT / ".collections"),
-               ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"),
-               AKIG_TIMELINE_DIR=str(tmp_path / "incidents"))
+    env = _playbook_env(tmp_path, callbacks)
     proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-vvv", "-i", "localhost,", "-c", "local",
                            str(tmp_path / "site.yml"), "-e", "out_file=%s" % out_file,
                            "-e", "ansible_python_interpreter=%s" % sys.executable],
@@ -168,12 +174,7 @@ def _run_payload_playbook(tmp_path: Path, callbacks: str, waits: int) -> tuple:
     run_dir.mkdir()
     (run_dir / "site.yml").write_text(PAYLOAD_PLAYBOOK)
     out_file = run_dir / "out.json"
-    env = dict(os.environ, PATH="%s:%s" % (VENV_BIN, os.environ.get("PATH", "")),
-               ANSIBLE_CONFIG=str(COLLECTION_ROOT / "ansible.cfg"),
-               ANSIBLE_CALLBACKS_ENABLED=callbacks or "ansible.builtin.default",
-               ANSIBLE_COLLECTIONS_PATH=str(COLLECTION_ROOT / ".collections"),
-               ANSIBLE_LOCAL_TEMP=str(run_dir / "tmp"), ANSIBLE_DEBUG="1",
-               AKIG_TIMELINE_DIR=str(run_dir / "incidents"))
+    env = dict(_playbook_env(run_dir, callbacks), ANSIBLE_DEBUG="1")
     proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(run_dir / "site.yml"),
                            "-e", "out_file=%s" % out_file, "-e", "waits=%d" % waits,
                            "-e", "ansible_python_interpreter=%s" % sys.executable],

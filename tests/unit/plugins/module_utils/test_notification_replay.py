@@ -5,7 +5,7 @@ validation, reconciliation matching and the classification of provider answers."
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import pytest
 
@@ -21,19 +21,7 @@ from ansible_collections.akig.runbooks.plugins.module_utils.notification_replay 
     validate_routes,
 )
 from ansible_collections.akig.runbooks.plugins.module_utils.notification_replay_providers import classify
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.slept: List[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
+from ansible_collections.akig.runbooks.tests.support.clock import FakeClock
 
 
 def test_token_bucket_paces_at_its_rate() -> None:

@@ -45,6 +45,7 @@ from ansible_collections.akig.runbooks.plugins.module_utils.pm2 import (
     wait_for,
     watch_pids,
 )
+from ansible_collections.akig.runbooks.tests.support.clock import FakeClock
 
 HOME = "/srv/akig/pm2"
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "pm2app"
@@ -476,21 +477,6 @@ def test_start_config_loads_the_app_from_the_ecosystem_with_overrides(tmp_path: 
 
 
 # --------------------------------------------------------------------------- waiting: the stable window
-
-
-class FakeClock:
-    """A clock that only moves when the code under test sleeps (or when a pm2 command "takes" time)."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.slept: List[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 class ListedClient:
