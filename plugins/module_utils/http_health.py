@@ -402,3 +402,31 @@ def run(params: Mapping[str, Any]) -> Dict[str, Any]:
     endpoints = endpoints_from(params.get("urls") or [], params.get("headers"))
     return probe_all(endpoints, samples=samples, interval=interval, timeout=timeout, retries=retries, concurrency=concurrency,
                      threshold=threshold, validate_certs=params.get("validate_certs", True) is not False)
+
+
+GATE_REQUEST_TIMEOUT_S = 2.0
+
+
+def wait_healthy(url: str, timeout: float, interval: float, validate_certs: bool,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> Tuple[bool, Optional[int], str, int, float]:
+    """GET ``url`` until it answers 200 or ``timeout`` seconds have passed: (healthy, last status, last error,
+    attempts, seconds waited)."""
+    opener = build_opener(validate_certs)
+    began = clock()
+    attempts, status, error = 0, None, ""
+    while True:
+        left = timeout - (clock() - began)
+        attempts += 1
+        try:
+            status, _body = open_and_read(opener, urllib.request.Request(url, method="GET"),
+                                          max(0.1, min(GATE_REQUEST_TIMEOUT_S, left)))
+            error = ""
+        except (OSError, ValueError) as exc:
+            status, error = None, short_error(exc)
+        waited = clock() - began
+        if status == 200:
+            return True, status, "", attempts, waited
+        if waited + interval >= timeout:
+            return False, status, error, attempts, waited
+        sleep(interval)

@@ -960,17 +960,30 @@ def default_home(identity: Identity) -> str:
     return os.path.join(identity.home, ".pm2")
 
 
-def run(params: Mapping[str, Any], check_mode: bool, runner: Runner = subprocess.run,
-        clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> Dict[str, Any]:
-    """Do what the module does. Returns its result (with a ``warnings`` list for the module to emit) or
-    raises Pm2Error; everything is checked before the first pm2 command that changes anything."""
+@dataclass
+class Prepared:
+    """What :func:`prepare` read and decided for one app, nothing changed yet: :func:`apply` carries it out."""
+
+    req: Request
+    client: "Pm2Client"
+    before_list: List[Dict[str, Any]]
+    before: List[Dict[str, Any]]
+    todo: Plan
+    result: Dict[str, Any]
+
+
+def prepare(params: Mapping[str, Any], runner: Runner = subprocess.run,
+            listing: Optional[Tuple[bool, List[Dict[str, Any]]]] = None) -> Prepared:
+    """Check the parameters, read pm2's process list (or take ``listing``, a ``Pm2Client.processes()`` read
+    moments ago for the same pm2 home) and plan, changing nothing. Raises Pm2Error on anything the plan
+    cannot be carried out with (unknown app, no daemon, bad input)."""
     binary = resolve_binary(params.get("pm2_bin"))
     req = request_from_params(params)
     identity = resolve_identity(params.get("user"))
     home = os.path.abspath(os.path.expanduser(params["pm2_home"])) if params.get("pm2_home") else default_home(identity)
     client = Pm2Client(binary, home, identity, env=req.env, timeout=req.timeout, runner=runner)
 
-    daemon_up, before_list = client.processes()
+    daemon_up, before_list = listing if listing is not None else client.processes()
     before = processes_of(before_list, req.name)
     todo = plan(req, before_list, daemon_up, home)
     result: Dict[str, Any] = {
@@ -982,15 +995,27 @@ def run(params: Mapping[str, Any], check_mode: bool, runner: Runner = subprocess
         "elapsed_s": 0.0,
         "online_after_s": None,
     }
-    diff_before = snapshot(before)
-    if check_mode or not todo.changed:
-        result["actions"] = [step.would for step in todo.steps] + todo.notes
-        now = time.time()
-        result["processes"] = [summarize(entry, now) for entry in before]
-        result["all_processes"] = [summarize(entry, now) for entry in before_list]
-        result["diff"] = {"before": diff_before, "after": todo.after if todo.changed else diff_before}
-        return result
+    return Prepared(req=req, client=client, before_list=before_list, before=before, todo=todo, result=result)
 
+
+def unchanged_result(prep: Prepared) -> Dict[str, Any]:
+    """The result of a prepared plan that is not carried out (check mode, or nothing to do)."""
+    result, todo, before = prep.result, prep.todo, prep.before
+    diff_before = snapshot(before)
+    result["actions"] = [step.would for step in todo.steps] + todo.notes
+    now = time.time()
+    result["processes"] = [summarize(entry, now) for entry in before]
+    result["all_processes"] = [summarize(entry, now) for entry in prep.before_list]
+    result["diff"] = {"before": diff_before, "after": todo.after if todo.changed else diff_before}
+    return result
+
+
+def apply(prep: Prepared, clock: Callable[[], float] = time.monotonic,
+          sleep: Callable[[float], None] = time.sleep) -> Dict[str, Any]:
+    """Carry out a prepared plan: its pm2 commands, then the wait (online through the stable window, or
+    stopped). Returns the result or raises Pm2Error."""
+    req, client, before, todo, result = prep.req, prep.client, prep.before, prep.todo, prep.result
+    diff_before = snapshot(before)
     started = clock()
     old_pids = [pid_of(entry) for entry in before if pid_of(entry) > 0]
     for step in todo.steps:
@@ -1025,3 +1050,13 @@ def run(params: Mapping[str, Any], check_mode: bool, runner: Runner = subprocess
     result["all_processes"] = [summarize(entry, now) for entry in after_list]
     result["diff"] = {"before": diff_before, "after": snapshot(after)}
     return result
+
+
+def run(params: Mapping[str, Any], check_mode: bool, runner: Runner = subprocess.run,
+        clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> Dict[str, Any]:
+    """Do what the module does. Returns its result (with a ``warnings`` list for the module to emit) or
+    raises Pm2Error; everything is checked before the first pm2 command that changes anything."""
+    prep = prepare(params, runner=runner)
+    if check_mode or not prep.todo.changed:
+        return unchanged_result(prep)
+    return apply(prep, clock=clock, sleep=sleep)

@@ -124,16 +124,11 @@ msg:
 """
 
 import os
-import time
-import urllib.request
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.akig.runbooks.plugins.module_utils.http_health import (
-    HealthError, build_opener, open_and_read, short_error, validate_url)
-
-REQUEST_TIMEOUT_S = 2.0
+from ansible_collections.akig.runbooks.plugins.module_utils.http_health import HealthError, validate_url, wait_healthy
 
 ARGUMENT_SPEC: Dict[str, Dict[str, Any]] = dict(
     path=dict(type="path", required=True),
@@ -159,31 +154,6 @@ def check_input(params: Dict[str, Any]) -> None:
     if not os.path.isdir(parent):
         raise HealthError("the directory of the maintenance file %s does not exist on this host; check "
                           "akig_maintenance_file (the MAINTENANCE_FILE the backend is started with)" % params["path"])
-
-
-def wait_healthy(url: str, timeout: float, interval: float, validate_certs: bool,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> Tuple[bool, Optional[int], str, int, float]:
-    """GET ``url`` until it answers 200 or ``timeout`` seconds have passed: (healthy, last status, last error,
-    attempts, seconds waited)."""
-    opener = build_opener(validate_certs)
-    began = clock()
-    attempts, status, error = 0, None, ""
-    while True:
-        left = timeout - (clock() - began)
-        attempts += 1
-        try:
-            status, _body = open_and_read(opener, urllib.request.Request(url, method="GET"),
-                                          max(0.1, min(REQUEST_TIMEOUT_S, left)))
-            error = ""
-        except (OSError, ValueError) as exc:
-            status, error = None, short_error(exc)
-        waited = clock() - began
-        if status == 200:
-            return True, status, "", attempts, waited
-        if waited + interval >= timeout:
-            return False, status, error, attempts, waited
-        sleep(interval)
 
 
 def execute(module: AnsibleModule) -> None:

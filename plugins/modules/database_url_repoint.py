@@ -25,6 +25,18 @@ description:
     file or the new one, never half).
   - One task instead of reading the file, checking it, touching the maintenance file, reading the owner and mode and
     writing the file. RB-P1-003's direct repoint runs it on every backend host while the app cannot write.
+  - With O(restart), the same task also restarts those pm2 apps so they read the new file (every instance of an app
+    at once, as M(akig.runbooks.pm2) does with O(akig.runbooks.pm2#module:parallel=true), through pm2's stable
+    window), waits until O(health_url) answers 200, and then removes O(maintenance_file): the whole repoint of a
+    backend host in one module run instead of three (each run of a module is ~0.3-0.5 s on a failover's critical
+    path). pm2 is asked for its process list first, so an app pm2 does not know, or a pm2 daemon that does not run,
+    fails the task before the file or the maintenance file is touched.
+  - A process of O(restart) that started before the file last changed still runs with the previous C(DATABASE_URL)
+    (a run that died between the rewrite and the restart): when the file already points at O(host) and O(port), such
+    processes are restarted all the same (behind O(maintenance_file)), and the task reports a change.
+  - When the restart or the health gate fails, O(maintenance_file) is kept (the app goes on refusing writes with its
+    maintenance message) and the task fails, saying what to check; running it again restarts what is still older
+    than the file.
   - Nothing secret is returned; the result gives the line numbers and the host and port each line pointed at.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
@@ -66,10 +78,60 @@ options:
     description:
       - A file to create (mode 0644) before the env file changes, so the app refuses writes with its maintenance
         message while it restarts; nothing is created when the file is already pointed at O(host) and O(port).
-      - The caller removes it once the app is healthy again.
+      - The caller removes it once the app is healthy again; with O(restart), this task removes it once the restarted
+        app answers 200 on O(health_url) (or, without O(health_url), once pm2's stable window is over).
     type: path
+  restart:
+    description:
+      - pm2 apps to restart once the file points at O(host) and O(port) (the file changed, or a process of the app
+        started before the file last changed). Every instance of an app is restarted at once.
+      - Empty (the default) restarts nothing; the caller restarts the app.
+    type: list
+    elements: str
+    default: []
+  pm2_bin:
+    description:
+      - The pm2 executable, a path or a name looked up in PATH (O(restart) only).
+    type: path
+    default: pm2
+  pm2_home:
+    description:
+      - The C(PM2_HOME) of the daemon that runs the apps of O(restart) (default C(~/.pm2) of the user running the task).
+    type: path
+  restart_timeout:
+    description:
+      - Seconds each app of O(restart) has to come back online through its stable window.
+    type: int
+    default: 30
+  stable_seconds:
+    description:
+      - Seconds every restarted instance must stay up (the same pid, watched in C(/proc)) before it counts as online.
+    type: float
+    default: 1.0
+  health_url:
+    description:
+      - An C(http(s)://) URL on this host that answers 200 once the restarted app serves again, for example
+        C(http://127.0.0.21:4000/api/health); polled after the restart, before O(maintenance_file) is removed.
+      - Needs O(restart).
+    type: str
+  health_timeout:
+    description:
+      - Seconds O(health_url) has to answer 200 (each request gets at most the time left, and 2 seconds).
+    type: float
+    default: 30
+  health_interval:
+    description:
+      - Seconds between two requests to O(health_url).
+    type: float
+    default: 0.2
+  validate_certs:
+    description:
+      - Verify the TLS certificate of an C(https) O(health_url).
+    type: bool
+    default: true
 seealso:
   - module: akig.runbooks.pm2
+  - module: akig.runbooks.app_maintenance
 """
 
 EXAMPLES = r"""
@@ -87,6 +149,17 @@ EXAMPLES = r"""
     state: restarted
     update_env: true
   when: repoint.changed
+
+- name: The whole repoint of a pm2 host in one task - file, restart, health gate, maintenance left
+  akig.runbooks.database_url_repoint:
+    path: "{{ akig_backend_env_file }}"
+    host: db-2.akig.internal
+    port: 5432
+    maintenance_file: "{{ akig_maintenance_file }}"
+    restart: [akig-backend]
+    pm2_home: /home/akig/.pm2
+    stable_seconds: 0.3
+    health_url: "{{ akig_backend_url }}/api/health"
 """
 
 RETURN = r"""
@@ -116,9 +189,35 @@ backup_file:
   type: str
   sample: /srv/akig/shared/.env.4242.2026-12-01@13:40:02~
 maintenance:
-  description: Whether O(maintenance_file) exists after the task (created by it, or there before).
+  description: Whether O(maintenance_file) exists after the task (created by it, or there before; V(false) once a
+    restart with O(restart) removed it).
   returned: when O(maintenance_file) is given
   type: bool
+restarted:
+  description: The apps of O(restart) that were restarted, each with its processes after the restart (name, pm_id,
+    pid, status; no environment), the pm2 commands run, and seconds until online.
+  returned: when O(restart) is given
+  type: list
+  elements: dict
+  sample: [{"name": "akig-backend", "online_after_s": 1.38, "processes": [{"name": "akig-backend", "pm_id": 0, "pid": 4242, "status": "online"}]}]
+stale_processes:
+  description: The processes of O(restart) that had started before the file last changed (name, pm_id, pid), restarted
+    although the file already pointed at O(host) and O(port).
+  returned: when O(restart) is given
+  type: list
+  elements: dict
+healthy:
+  description: Whether O(health_url) answered 200 after the restart; V(null) when it was not asked.
+  returned: when O(restart) is given
+  type: bool
+health_attempts:
+  description: Requests sent to O(health_url).
+  returned: when O(health_url) was polled
+  type: int
+health_waited_s:
+  description: Seconds from the first request to O(health_url) to its 200 (or to giving up).
+  returned: when O(health_url) was polled
+  type: float
 msg:
   description: What the task did or would do, in one sentence.
   returned: always
@@ -128,12 +227,14 @@ msg:
 import os
 import shutil
 import time
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.akig.runbooks.plugins.module_utils import pm2
 from ansible_collections.akig.runbooks.plugins.module_utils.atomic_write import replace_atomically
 from ansible_collections.akig.runbooks.plugins.module_utils.database_url import DatabaseUrlError, repoint_env
+from ansible_collections.akig.runbooks.plugins.module_utils.http_health import HealthError, validate_url, wait_healthy
 
 ARGUMENT_SPEC: Dict[str, Dict[str, Any]] = dict(
     path=dict(type="path", required=True),
@@ -142,6 +243,15 @@ ARGUMENT_SPEC: Dict[str, Dict[str, Any]] = dict(
     key=dict(type="str", default="DATABASE_URL", no_log=False),
     backup=dict(type="bool", default=True),
     maintenance_file=dict(type="path"),
+    restart=dict(type="list", elements="str", default=[]),
+    pm2_bin=dict(type="path", default="pm2"),
+    pm2_home=dict(type="path"),
+    restart_timeout=dict(type="int", default=30),
+    stable_seconds=dict(type="float", default=1.0),
+    health_url=dict(type="str"),
+    health_timeout=dict(type="float", default=30),
+    health_interval=dict(type="float", default=0.2),
+    validate_certs=dict(type="bool", default=True),
 )
 
 
@@ -155,10 +265,64 @@ def _backup(path: str) -> str:
     return dest
 
 
+def _restart_input_error(p: Dict[str, Any]) -> Optional[str]:
+    """What is wrong with the restart and health options, before anything is read or changed (None: nothing)."""
+    names = [name.strip() for name in p["restart"]]
+    if any(not name for name in names):
+        return "restart lists an empty app name; give the pm2 app names (for example akig-backend)"
+    if len(set(names)) != len(names):
+        return "restart lists an app twice (%s); give each pm2 app once" % ", ".join(sorted({n for n in names if names.count(n) > 1}))
+    if p["health_url"] and not names:
+        return "health_url gates the app's return after the restart: give it with restart"
+    if p["health_url"]:
+        try:
+            validate_url(p["health_url"])
+        except HealthError as exc:
+            return str(exc)
+    if p["health_timeout"] <= 0:
+        return "health_timeout must be a positive number of seconds, got %s" % p["health_timeout"]
+    if p["health_interval"] < 0:
+        return "health_interval must be 0 or more seconds, got %s" % p["health_interval"]
+    return None
+
+
+def _prepare_restarts(p: Dict[str, Any]) -> List[pm2.Prepared]:
+    """pm2's plan to restart each app of ``restart`` (one process list read for all), changing nothing;
+    raises Pm2Error for an app pm2 does not know, a daemon that does not run, bad pm2 options."""
+    preps: List[pm2.Prepared] = []
+    listing = None
+    for name in p["restart"]:
+        prep = pm2.prepare(dict(name=name.strip(), state="restarted", parallel=True, pm2_bin=p["pm2_bin"],
+                                pm2_home=p["pm2_home"], timeout=p["restart_timeout"], stable_seconds=p["stable_seconds"]),
+                           listing=listing)
+        listing = (True, prep.before_list)  # pm2 knew the app, so its daemon runs
+        preps.append(prep)
+    return preps
+
+
+def _stale(preps: List[pm2.Prepared], changed_at: float) -> List[Dict[str, Any]]:
+    """The running processes that started before the env file last changed: they still have the previous URL."""
+    out = []
+    for prep in preps:
+        for entry in prep.before:
+            started_ms = (entry.get("pm2_env") or {}).get("pm_uptime")
+            if pm2.is_running(entry) and isinstance(started_ms, (int, float)) and 0 < started_ms / 1000.0 < changed_at:
+                summary = pm2.summarize(entry, time.time())
+                out.append({key: summary[key] for key in ("name", "pm_id", "pid")})
+    return out
+
+
+def _restart_summary(out: Dict[str, Any]) -> Dict[str, Any]:
+    return {key: out.get(key) for key in ("name", "actions", "processes", "online_after_s", "elapsed_s")}
+
+
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
     path = p["path"]
+    problem = _restart_input_error(p)
+    if problem:
+        module.fail_json(msg="%s. Nothing was changed." % problem)
     try:
         with open(path, encoding="utf-8", newline="") as handle:
             text = handle.read()
@@ -176,35 +340,96 @@ def main() -> None:
     maintenance = p["maintenance_file"]
     if maintenance:
         result["maintenance"] = os.path.exists(maintenance)
-    if not plan["changed"]:
-        module.exit_json(msg="%s already points %s at %s: nothing to do." % (path, p["key"], target), **result)
-    if module.check_mode:
-        module.exit_json(msg="Would point %s of %s (line %s) at %s%s." % (
-            p["key"], path, ", ".join(str(n) for n in plan["lines"]), target,
-            ", the app in maintenance mode first" if maintenance else ""), **result)
 
-    if p["backup"]:
+    # pm2 is asked before anything changes: an app it does not know must not leave a rewritten file behind
+    preps: List[pm2.Prepared] = []
+    if p["restart"]:
+        try:
+            preps = _prepare_restarts(p)
+        except pm2.Pm2Error as exc:
+            module.fail_json(msg="%s. Nothing was changed (neither %s nor the maintenance file)." % (exc.msg.rstrip("."), path),
+                             **dict(result, changed=False))
+        result.update(restarted=[], stale_processes=[] if plan["changed"] else _stale(preps, os.stat(path).st_mtime),
+                      healthy=None)
+    names = ", ".join(prep.req.name for prep in preps)
+    restart_due = bool(preps) and (plan["changed"] or bool(result["stale_processes"]))
+    if not plan["changed"] and not restart_due:
+        module.exit_json(msg="%s already points %s at %s%s: nothing to do." % (
+            path, p["key"], target, " and %s started after it last changed" % names if preps else ""), **result)
+    result["changed"] = True
+    if plan["changed"]:
+        doing = "point %s of %s (line %s) at %s" % (p["key"], path, ", ".join(str(n) for n in plan["lines"]), target)
+    else:
+        doing = "restart %s, whose process(es) %s started before %s last changed (it already points %s at %s)" % (
+            names, ", ".join("pid %s" % e["pid"] for e in result["stale_processes"]), path, p["key"], target)
+    if module.check_mode:
+        module.exit_json(msg="Would %s%s%s." % (
+            doing, ", the app in maintenance mode first" if maintenance else "",
+            ", then restart %s%s" % (names, " and leave maintenance once %s answers 200" % p["health_url"]
+                                     if p["health_url"] and maintenance else "") if preps and plan["changed"] else ""),
+            **result)
+
+    if plan["changed"] and p["backup"]:
         try:
             result["backup_file"] = _backup(path)
         except OSError as exc:
-            module.fail_json(msg="Could not back up %s (%s); it is unchanged." % (path, exc), **result)
+            module.fail_json(msg="Could not back up %s (%s); it is unchanged." % (path, exc), **dict(result, changed=False))
     if maintenance and not result["maintenance"]:
         try:
             fd = os.open(maintenance, os.O_WRONLY | os.O_CREAT, 0o644)
             os.close(fd)
         except OSError as exc:
             module.fail_json(msg="Could not create the maintenance file %s (%s). The env file is unchanged." % (maintenance, exc),
-                             changed=False)
+                             **dict(result, changed=False))
         result["maintenance"] = True
-    try:
-        replace_atomically(path, plan["text"])
-    except OSError as exc:
-        module.fail_json(msg="Could not replace %s (%s); it is unchanged%s." % (
-            path, exc.__class__.__name__, ", its copy is %s" % result["backup_file"] if result.get("backup_file") else ""),
-            **result)
-    module.exit_json(msg="Pointed %s of %s (line %s) at %s%s." % (
-        p["key"], path, ", ".join(str(n) for n in plan["lines"]), target,
-        ", the app in maintenance mode" if result.get("maintenance") else ""), **result)
+    if plan["changed"]:
+        try:
+            replace_atomically(path, plan["text"])
+        except OSError as exc:
+            module.fail_json(msg="Could not replace %s (%s); it is unchanged%s." % (
+                path, exc.__class__.__name__, ", its copy is %s" % result["backup_file"] if result.get("backup_file") else ""),
+                **result)
+    done = "Pointed %s of %s (line %s) at %s" % (p["key"], path, ", ".join(str(n) for n in plan["lines"]), target) \
+        if plan["changed"] else "%s already pointed %s at %s" % (path, p["key"], target)
+    if not preps:
+        module.exit_json(msg="%s%s." % (done, ", the app in maintenance mode" if result.get("maintenance") else ""), **result)
+
+    kept = (" %s is kept, so the app goes on refusing writes with its maintenance message." % maintenance
+            if result.get("maintenance") else "")
+    for prep in preps:
+        try:
+            out = pm2.apply(prep)
+        except pm2.Pm2Error as exc:
+            result["restarted"].append(_restart_summary(dict(exc.result, name=prep.req.name)))
+            module.fail_json(msg="%s, but restarting %s failed: %s.%s Check pm2 (pm2 logs %s), then run the task again: it "
+                                 "restarts the processes older than the file." % (
+                                     done, prep.req.name, exc.msg.rstrip("."), kept, prep.req.name), **result)
+        for warning in out.get("warnings", []):
+            module.warn(warning)
+        result["restarted"].append(_restart_summary(out))
+    restarted = "; ".join(action for out in result["restarted"] for action in out["actions"] or [])
+    gate = ""
+    if p["health_url"]:
+        healthy, status, error, attempts, waited = wait_healthy(p["health_url"], p["health_timeout"], p["health_interval"],
+                                                                p["validate_certs"])
+        result.update(healthy=healthy, health_attempts=attempts, health_waited_s=round(waited, 3))
+        if not healthy:
+            module.fail_json(msg="%s and restarted %s, but %s did not answer 200 within %s s (%d request(s); last: %s).%s "
+                                 "Check the backend (pm2 logs, its DATABASE_URL), then run the task again." % (
+                                     done, names, p["health_url"], p["health_timeout"], attempts,
+                                     "HTTP %s" % status if status is not None else error or "no answer", kept), **result)
+        gate = "; %s answered 200 after %d request(s), %.2f s" % (p["health_url"], attempts, waited)
+    if maintenance and result["maintenance"]:
+        try:
+            os.unlink(maintenance)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            module.fail_json(msg="%s and the app is back, but the maintenance file %s could not be removed (%s): remove it "
+                                 "(akig.runbooks.app_maintenance state=absent)." % (done, maintenance, exc), **result)
+        result["maintenance"] = False
+    module.exit_json(msg="%s. %s%s%s." % (done, restarted.rstrip("."), gate,
+                                         "; %s removed: the app writes again" % maintenance if maintenance else ""), **result)
 
 
 if __name__ == "__main__":

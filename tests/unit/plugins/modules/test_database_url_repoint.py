@@ -107,3 +107,28 @@ def test_a_missing_env_file_is_named(tmp_path: Path) -> None:
     assert result["failed"] is True
     assert result["msg"] == ("The env file %s does not exist (check akig_backend_env_file). Nothing was changed."
                              % (tmp_path / "nope.env"))
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"health_url": "http://127.0.0.1:4000/api/health"}, "health_url gates the app's return after the restart: give it with restart"),
+    ({"restart": ["akig-backend", " "]}, "restart lists an empty app name"),
+    ({"restart": ["akig-backend", "akig-backend"]}, "restart lists an app twice (akig-backend)"),
+    ({"restart": ["akig-backend"], "health_url": "127.0.0.1:4000/api/health"}, "127.0.0.1:4000/api/health"),
+    ({"restart": ["akig-backend"], "health_timeout": 0}, "health_timeout must be a positive number of seconds, got 0"),
+])
+def test_restart_options_it_cannot_use_are_refused_before_anything_changes(env: Path, tmp_path: Path, args: Dict[str, Any],
+                                                                          message: str) -> None:
+    flag = tmp_path / "maintenance.flag"
+    result = run_module(path=str(env), host="db-2.akig.internal", maintenance_file=str(flag),
+                        pm2_bin=str(tmp_path / "no-pm2-here"), **args)
+    assert result["failed"] is True and message in result["msg"] and result["msg"].endswith("Nothing was changed.")
+    assert env.read_text() == ENV and os.listdir(tmp_path) == ["akig.env"]
+
+
+def test_a_pm2_that_is_not_installed_is_refused_before_anything_changes(env: Path, tmp_path: Path) -> None:
+    result = run_module(path=str(env), host="db-2.akig.internal", maintenance_file=str(tmp_path / "maintenance.flag"),
+                        restart=["akig-backend"], pm2_bin=str(tmp_path / "no-pm2-here"))
+    assert result["failed"] is True and result["changed"] is False
+    assert result["msg"].startswith("pm2 binary '%s' not found" % (tmp_path / "no-pm2-here"))
+    assert result["msg"].endswith("Nothing was changed (neither %s nor the maintenance file)." % env)
+    assert env.read_text() == ENV and os.listdir(tmp_path) == ["akig.env"]
