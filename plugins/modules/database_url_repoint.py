@@ -27,12 +27,12 @@ description:
     writing the file. RB-P1-003's direct repoint runs it on every backend host while the app cannot write.
   - With O(restart), the same task also restarts those pm2 apps so they read the new file (every instance of an app
     at once, as M(akig.runbooks.pm2) does with O(akig.runbooks.pm2#module:parallel=true), through pm2's stable
-    window), waits until O(health_url) answers 200, and then removes O(maintenance_file): the whole repoint of a
+    window), waits until O(health_url) answers 200, and then removes O(maintenance_file) - the whole repoint of a
     backend host in one module run instead of three (each run of a module is ~0.3-0.5 s on a failover's critical
     path). pm2 is asked for its process list first, so an app pm2 does not know, or a pm2 daemon that does not run,
     fails the task before the file or the maintenance file is touched.
   - A process of O(restart) that started before the file last changed still runs with the previous C(DATABASE_URL)
-    (a run that died between the rewrite and the restart): when the file already points at O(host) and O(port), such
+    (a run that died between the rewrite and the restart); when the file already points at O(host) and O(port), such
     processes are restarted all the same (behind O(maintenance_file)), and the task reports a change.
   - When the restart or the health gate fails, O(maintenance_file) is kept (the app goes on refusing writes with its
     maintenance message) and the task fails, saying what to check; running it again restarts what is still older
@@ -348,7 +348,7 @@ def main() -> None:
             preps = _prepare_restarts(p)
         except pm2.Pm2Error as exc:
             module.fail_json(msg="%s. Nothing was changed (neither %s nor the maintenance file)." % (exc.msg.rstrip("."), path),
-                             **dict(result, changed=False))
+                             **{**result, "changed": False})
         result.update(restarted=[], stale_processes=[] if plan["changed"] else _stale(preps, os.stat(path).st_mtime),
                       healthy=None)
     names = ", ".join(prep.req.name for prep in preps)
@@ -363,24 +363,25 @@ def main() -> None:
         doing = "restart %s, whose process(es) %s started before %s last changed (it already points %s at %s)" % (
             names, ", ".join("pid %s" % e["pid"] for e in result["stale_processes"]), path, p["key"], target)
     if module.check_mode:
-        module.exit_json(msg="Would %s%s%s." % (
-            doing, ", the app in maintenance mode first" if maintenance else "",
-            ", then restart %s%s" % (names, " and leave maintenance once %s answers 200" % p["health_url"]
-                                     if p["health_url"] and maintenance else "") if preps and plan["changed"] else ""),
-            **result)
+        then = ""
+        if preps and plan["changed"]:
+            then = ", then restart %s%s" % (names, " and leave maintenance once %s answers 200" % p["health_url"]
+                                            if p["health_url"] and maintenance else "")
+        module.exit_json(msg="Would %s%s%s." % (doing, ", the app in maintenance mode first" if maintenance else "", then),
+                         **result)
 
     if plan["changed"] and p["backup"]:
         try:
             result["backup_file"] = _backup(path)
         except OSError as exc:
-            module.fail_json(msg="Could not back up %s (%s); it is unchanged." % (path, exc), **dict(result, changed=False))
+            module.fail_json(msg="Could not back up %s (%s); it is unchanged." % (path, exc), **{**result, "changed": False})
     if maintenance and not result["maintenance"]:
         try:
             fd = os.open(maintenance, os.O_WRONLY | os.O_CREAT, 0o644)
             os.close(fd)
         except OSError as exc:
             module.fail_json(msg="Could not create the maintenance file %s (%s). The env file is unchanged." % (maintenance, exc),
-                             **dict(result, changed=False))
+                             **{**result, "changed": False})
         result["maintenance"] = True
     if plan["changed"]:
         try:
@@ -428,8 +429,8 @@ def main() -> None:
             module.fail_json(msg="%s and the app is back, but the maintenance file %s could not be removed (%s): remove it "
                                  "(akig.runbooks.app_maintenance state=absent)." % (done, maintenance, exc), **result)
         result["maintenance"] = False
-    module.exit_json(msg="%s. %s%s%s." % (done, restarted.rstrip("."), gate,
-                                         "; %s removed: the app writes again" % maintenance if maintenance else ""), **result)
+    left = "; %s removed: the app writes again" % maintenance if maintenance else ""
+    module.exit_json(msg="%s. %s%s%s." % (done, restarted.rstrip("."), gate, left), **result)
 
 
 if __name__ == "__main__":

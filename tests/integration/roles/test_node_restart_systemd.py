@@ -57,6 +57,20 @@ PLAYBOOK = """\
       ansible.builtin.include_role:
         name: akig.runbooks.node_restart
 """
+# pg_failover's direct repoint on a systemd host (the lab's backends run under pm2: this is where the systemd path runs)
+REPOINT_PLAYBOOK = """\
+- name: pg_failover repoint under test
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  environment: "{{ node_restart_test_environment | default({}) }}"
+  tasks:
+    - name: Run the role's repoint entry point
+      ansible.builtin.include_role:
+        name: akig.runbooks.pg_failover
+        tasks_from: repoint
+"""
+SD_ENV = "NODE_ENV=production\nDATABASE_URL=postgresql://akig:s3cret-sd@db-1.akig.internal:5432/akig\n"
 
 
 def health(url: str, timeout: float = 2) -> Dict[str, Any]:
@@ -101,17 +115,19 @@ class Runner:
         self.base = base
         (base / "ansible.cfg").write_text("[defaults]\nretry_files_enabled = false\n")
         (base / "play.yml").write_text(PLAYBOOK)
+        (base / "repoint.yml").write_text(REPOINT_PLAYBOOK)
         self.env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".collections"), ANSIBLE_CONFIG=str(base / "ansible.cfg"),
                         ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", ANSIBLE_HOME=str(base / "ansible-home"))
 
-    def start(self, role_vars: Dict[str, Any], check: bool = False, path_first: Optional[Path] = None) -> Tuple["subprocess.Popen[str]", float]:
+    def start(self, role_vars: Dict[str, Any], check: bool = False, path_first: Optional[Path] = None,
+              playbook: str = "play.yml") -> Tuple["subprocess.Popen[str]", float]:
         name = uuid.uuid4().hex[:8]
         extra = self.base / ("vars-%s.json" % name)
         extra.write_text(json.dumps(dict(role_vars, ansible_python_interpreter=sys.executable)))
         env = dict(self.env, ANSIBLE_LOCAL_TEMP=str(self.base / ("tmp-%s" % name)))
         if path_first is not None:
             env["PATH"] = "%s%s%s" % (path_first, os.pathsep, self.env.get("PATH", ""))
-        proc = subprocess.Popen([str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", str(self.base / "play.yml"), "-e", "@%s" % extra,
+        proc = subprocess.Popen([str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", str(self.base / playbook), "-e", "@%s" % extra,
                                  *(["--check"] if check else [])],
                                 cwd=self.base, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         return proc, time.monotonic()
@@ -129,8 +145,9 @@ class Runner:
         failures = [json.loads(m.group("json"))["msg"] for m in FAILURE_RE.finditer(out)]
         return Play(proc.returncode, out, {k: int(v) for k, v in found.groupdict().items()}, failures, time.monotonic() - begin)
 
-    def __call__(self, role_vars: Dict[str, Any], check: bool = False, path_first: Optional[Path] = None) -> Play:
-        return self.wait(self.start(role_vars, check=check, path_first=path_first))
+    def __call__(self, role_vars: Dict[str, Any], check: bool = False, path_first: Optional[Path] = None,
+                 playbook: str = "play.yml") -> Play:
+        return self.wait(self.start(role_vars, check=check, path_first=path_first, playbook=playbook))
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +163,7 @@ class Systemd:
     unit: str
     root: Path
     bin_dir: Path
+    env_file: Path
 
     def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(self.bin_dir / "systemctl"), *args], capture_output=True, text=True, timeout=60, check=check)
@@ -180,11 +198,13 @@ def systemd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Systemd]:
     wrapper.write_text('#!/bin/sh\nexec "%s" "%s" --root="%s" "$@"\n' % (sys.executable, SYSTEMCTL_REPLACEMENT, root))
     wrapper.chmod(0o755)
     unit = "akig-restart-test-%s.service" % uuid.uuid4().hex[:8]
+    env_file = base / "akig.env"  # read by the app at boot, like the AKIG backend's AKIG_ENV_FILE
+    env_file.write_text(SD_ENV)
     (units / unit).write_text(
         "[Unit]\nDescription=akig.runbooks node_restart test backend\n\n"
-        "[Service]\nType=simple\nEnvironment=HOST=%s PORT=%d\nExecStart=%s %s\nTimeoutStopSec=5\n\n"
-        "[Install]\nWantedBy=multi-user.target\n" % (SD_HOST, SD_PORT, node, pm2_tests.APP))
-    sd = Systemd(unit, root, bin_dir)
+        "[Service]\nType=simple\nEnvironment=HOST=%s PORT=%d ENV_FILE=%s\nExecStart=%s %s\nTimeoutStopSec=5\n\n"
+        "[Install]\nWantedBy=multi-user.target\n" % (SD_HOST, SD_PORT, env_file, node, pm2_tests.APP))
+    sd = Systemd(unit, root, bin_dir, env_file)
     try:
         sd.ctl("start", unit)
         wait_healthy(SD_URL)
@@ -209,6 +229,31 @@ def test_systemd_restart_replaces_the_process_and_waits_until_healthy(runner: Ru
     assert not alive(before), "the old main process must be gone"
     # the health gate already waited for 200: the new process answers at once
     assert health(SD_URL)["pid"] == after
+
+
+def test_pg_failover_direct_repoint_on_a_systemd_host_restarts_the_unit_behind_maintenance(
+        runner: Runner, systemd: Systemd, tmp_path: Path) -> None:
+    systemd.env_file.write_text(SD_ENV)
+    before = systemd.main_pid()
+    assert wait_healthy(SD_URL)["database_at"] == "db-1.akig.internal:5432"
+    flag = tmp_path / "maintenance.flag"
+    repoint_vars = {"akig_db_endpoint": "direct", "akig_process_manager": "systemd", "akig_backend_env_file": str(systemd.env_file),
+                    "akig_maintenance_file": str(flag), "akig_backend_url": "http://%s:%d" % (SD_HOST, SD_PORT),
+                    "pg_failover_new_primary_address": "db-2.akig.internal", "pg_failover_new_primary_port": 5432,
+                    "pg_failover_app_processes": [systemd.unit], "pg_failover_poll_s": 0.1}
+    play = runner(repoint_vars, path_first=systemd.bin_dir, playbook="repoint.yml")
+    assert play.rc == 0 and play.recap["failed"] == 0, play.out
+    after = systemd.main_pid()
+    assert after and after != before and not alive(before), "the unit's process was replaced"
+    assert health(SD_URL)["database_at"] == "db-2.akig.internal:5432", "the new process read the new DATABASE_URL"
+    assert not flag.exists(), "maintenance left once healthy"
+    assert "db-2.akig.internal:5432" in systemd.env_file.read_text()
+    assert "Restart the backend units so they read the new DATABASE_URL" in play.out
+    assert "s3cret-sd" not in play.out
+
+    again = runner(repoint_vars, path_first=systemd.bin_dir, playbook="repoint.yml")
+    assert again.rc == 0 and again.recap["changed"] == 0, again.out
+    assert systemd.main_pid() == after, "a second run restarts nothing"
 
 
 def test_systemd_check_mode_restarts_nothing(runner: Runner, systemd: Systemd) -> None:

@@ -116,8 +116,8 @@ def test_a_missing_env_file_is_named(tmp_path: Path) -> None:
     ({"restart": ["akig-backend"], "health_url": "127.0.0.1:4000/api/health"}, "127.0.0.1:4000/api/health"),
     ({"restart": ["akig-backend"], "health_timeout": 0}, "health_timeout must be a positive number of seconds, got 0"),
 ])
-def test_restart_options_it_cannot_use_are_refused_before_anything_changes(env: Path, tmp_path: Path, args: Dict[str, Any],
-                                                                          message: str) -> None:
+def test_restart_options_it_cannot_use_are_refused_before_anything_changes(
+        env: Path, tmp_path: Path, args: Dict[str, Any], message: str) -> None:
     flag = tmp_path / "maintenance.flag"
     result = run_module(path=str(env), host="db-2.akig.internal", maintenance_file=str(flag),
                         pm2_bin=str(tmp_path / "no-pm2-here"), **args)
