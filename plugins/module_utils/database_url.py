@@ -20,8 +20,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
+from urllib.parse import parse_qsl, unquote
 
-__all__ = ["DatabaseUrlError", "UrlParts", "parse_env_value", "parse_url", "repoint_env", "repoint_url"]
+__all__ = ["DatabaseUrlError", "UrlParts", "connect_params", "env_url", "parse_env_value", "parse_url", "repoint_env",
+           "repoint_url"]
 
 SCHEMES = ("postgres", "postgresql")
 DEFAULT_PORT = 5432
@@ -30,6 +32,8 @@ _URL_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<tail>.*)$", re
 _HOST_RE = re.compile(r"^[A-Za-z0-9._~%-]+$")
 _IPV6_RE = re.compile(r"^[0-9A-Fa-f:.]+(?:%[A-Za-z0-9._~-]+)?$")
 _QUERY_TARGETS = ("host", "hostaddr", "port")
+# what a libpq connection may take from the app's URL besides the login (node-postgres' ssl=true reads as require)
+_LIBPQ_QUERY = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "sslpassword", "target_session_attrs")
 _ESCAPES = {"n": "\n", "r": "\r", "t": "\t"}
 
 
@@ -215,3 +219,50 @@ def repoint_env(text: str, host: str, port: int = DEFAULT_PORT, key: str = "DATA
     new_text = "".join(lines)
     return {"changed": new_text != text, "text": new_text, "lines": found, "before": before,
             "host": new_host, "port": new_port}
+
+
+# --------------------------------------------------------------------------- connecting as the app
+
+
+def env_url(text: str, key: str = "DATABASE_URL") -> str:
+    """The value of the last ``key`` line of the env file ``text``, as the app reads it (the last line wins).
+    Raises :class:`DatabaseUrlError` naming the line, never the value."""
+    value = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        match = _LINE_RE.match(line)
+        if not line.strip() or line.strip().startswith("#") or not match or match.group("key") != key:
+            continue
+        try:
+            value = parse_env_value(match.group("rest"))[0]
+        except DatabaseUrlError as exc:
+            raise DatabaseUrlError("line %d (%s): %s" % (number, key, exc)) from None
+    if value is None:
+        raise DatabaseUrlError("no %s line (KEY=VALUE, optionally after export) in the env file" % key)
+    return value
+
+
+def connect_params(url: str) -> Dict[str, Any]:
+    """psycopg2/libpq keyword arguments that log in as ``url`` does: host, port, user, password (percent-decoded),
+    dbname and the TLS settings of its query (node-postgres' ``ssl=true`` as ``sslmode=require``). The result
+    holds the password: never print or return it."""
+    parts = parse_url(url)
+    tail = url[len(parts.scheme) + 3:]
+    userinfo = url[len(parts.scheme) + 3:parts.start - 1] if parts.start > len(parts.scheme) + 3 else ""
+    user, _sep, password = userinfo.partition(":")
+    rest = tail[parts.end - len(parts.scheme) - 3:]
+    path, _q, query = rest.partition("?")
+    query = query.partition("#")[0]
+    params: Dict[str, Any] = {"host": parts.host, "port": parts.port or DEFAULT_PORT}
+    if user:
+        params["user"] = unquote(user)
+    if _sep:
+        params["password"] = unquote(password)
+    dbname = unquote(path.partition("#")[0].lstrip("/"))
+    if dbname:
+        params["dbname"] = dbname
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name in _LIBPQ_QUERY:
+            params[name] = value
+        elif name == "ssl" and value.lower() in ("true", "1", "require") and "sslmode" not in params:
+            params["sslmode"] = "require"
+    return params

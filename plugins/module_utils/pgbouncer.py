@@ -24,17 +24,14 @@ the database's client and server connections and leaves it paused.
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import json
 import os
 import re
 import select
-import signal
 import tempfile
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ansible_collections.akig.runbooks.plugins.module_utils import pg_waiter
 from ansible_collections.akig.runbooks.plugins.module_utils.redact import redact
 
 try:
@@ -738,31 +735,6 @@ def waiter_state_file(params: Mapping[str, Any]) -> Optional[str]:
     return None
 
 
-def _read_state(handle: Any) -> Dict[str, Any]:
-    handle.seek(0)
-    text = handle.read()
-    try:
-        return json.loads(text) if text.strip() else {}
-    except ValueError:
-        return {}
-
-
-def _write_state(handle: Any, state: Mapping[str, Any]) -> None:
-    handle.seek(0)
-    handle.truncate()
-    handle.write(json.dumps(state, sort_keys=True))
-    handle.flush()
-    os.fsync(handle.fileno())
-
-
-def _alive(pid: Any) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, TypeError, ValueError) as exc:
-        return getattr(exc, "errno", None) == errno.EPERM
-    return True
-
-
 def waiter_cancel(state_file: str) -> Optional[Dict[str, Any]]:
     """Stop the waiter of ``state_file`` unless it has acted; return its state (None when there is none).
 
@@ -770,27 +742,9 @@ def waiter_cancel(state_file: str) -> Optional[Dict[str, Any]]:
     (status resumed or failed, returned as it is) or it never acts (status becomes cancelled).
     """
     try:
-        handle = open(state_file, "r+", encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise PgBouncerError("the waiter's state file %s cannot be opened (%s): run the task as its owner"
-                             % (state_file, exc.strerror)) from None
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        state = _read_state(handle)
-        if state.get("status") == "waiting":
-            if _alive(state.get("pid")):
-                try:
-                    os.kill(int(state["pid"]), signal.SIGTERM)
-                except OSError:
-                    pass
-            state.update(status="cancelled", cancelled=True, ended=time.time())
-            _write_state(handle, state)
-        elif state.get("status") in ("resumed", "failed", "expired", "cancelled"):
-            # read once: a later command finds no waiter
-            os.unlink(state_file)
-        return state or None
+        return pg_waiter.take(state_file)
+    except pg_waiter.WaiterError as exc:
+        raise PgBouncerError(exc.msg) from None
 
 
 def _replace_file(path: str, text: str, backup: bool) -> Optional[str]:
@@ -820,94 +774,32 @@ def _replace_file(path: str, text: str, backup: bool) -> Optional[str]:
     return saved
 
 
-def _writable(conn: Any) -> bool:
-    with conn.cursor() as cur:
-        cur.execute("SELECT pg_is_in_recovery()")
-        return not cur.fetchone()[0]
-
-
-def _waiter_loop(params: Mapping[str, Any], handle: Any, state: Dict[str, Any]) -> None:
-    waiter = params["resume_when_writable"]
-    deadline = state["deadline"]
-    conn = None
-    while time.time() < deadline:
+def _act(params: Mapping[str, Any]) -> Callable[[Dict[str, Any]], Dict[str, Any]]:
+    def act(_state: Dict[str, Any]) -> Dict[str, Any]:
+        repoint = dict(params, command="repoint", resume=True, reconnect=False, resume_when_writable=None,
+                       _from_waiter=True)
         try:
-            if conn is None or conn.closed:
-                conn = psycopg2.connect(host=params["target_host"], port=params["target_port"],
-                                        dbname=waiter.get("dbname") or params.get("target_dbname") or params["database"],
-                                        user=waiter["login_user"], password=waiter.get("login_password"),
-                                        connect_timeout=max(1, int(waiter["poll_interval"] * 10)),
-                                        application_name="akig-pgbouncer-waiter")
-                conn.autocommit = True
-            if _writable(conn):
-                break
-        except psycopg2.Error:
-            if conn is not None:
-                conn.close()
-            conn = None
-        time.sleep(waiter["poll_interval"])
-    else:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        state = _read_state(handle)
-        if state.get("status") == "waiting":
-            state.update(status="expired", ended=time.time())
-            _write_state(handle, state)
-        return
-    if conn is not None:
-        conn.close()
-    fcntl.flock(handle, fcntl.LOCK_EX)
-    current = _read_state(handle)
-    if current.get("status") != "waiting" or current.get("pid") != os.getpid():
-        return  # cancelled: the runbook's own repoint (or its way back) has the entry now
-    repoint = dict(params, command="repoint", resume=True, reconnect=False, resume_when_writable=None,
-                   _from_waiter=True)
-    try:
-        answer = _Run(repoint, False, lambda path, text: _replace_file(path, text, params.get("backup", True))).run()
-        state.update(status="resumed", ended=time.time(), actions=answer.get("actions", []),
-                     paused_after=answer.get("paused"))
-    except PgBouncerError as exc:
-        state.update(status="failed", ended=time.time(), error=exc.msg)
-    except Exception as exc:  # pylint: disable=broad-except  # the waiter must record why it stopped
-        state.update(status="failed", ended=time.time(), error="%s: %s" % (type(exc).__name__, exc))
-    state["after_s"] = round(state["ended"] - state["started"], 3)
-    _write_state(handle, state)
+            answer = _Run(repoint, False, lambda path, text: _replace_file(path, text, params.get("backup", True))).run()
+        except PgBouncerError as exc:
+            return dict(status="failed", error=exc.msg)
+        return dict(status="resumed", actions=answer.get("actions", []), paused_after=answer.get("paused"))
+    return act
 
 
 def waiter_launch(params: Mapping[str, Any], state_file: str) -> Dict[str, Any]:
     """Start the detached waiter (double fork, new session, no inherited stdio) and return its first state."""
     waiter = params["resume_when_writable"]
     started = time.time()
-    state: Dict[str, Any] = dict(status="waiting", started=started, deadline=started + float(waiter["timeout"]),
+    state: Dict[str, Any] = dict(started=started, deadline=started + float(waiter["timeout"]),
                                  target="%s:%s" % (params["target_host"], params["target_port"]),
                                  database=params["database"], state_file=state_file)
-    fd = os.open(state_file, os.O_RDWR | os.O_CREAT, 0o600)
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the detached child
-        try:
-            os.close(read_end)
-            os.setsid()
-            if os.fork() != 0:
-                os._exit(0)
-            devnull = os.open(os.devnull, os.O_RDWR)
-            for target in (0, 1, 2):
-                os.dup2(devnull, target)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            handle = os.fdopen(fd, "r+", encoding="utf-8")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            state["pid"] = os.getpid()
-            _write_state(handle, state)
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            os.write(write_end, b"%d" % os.getpid())
-            os.close(write_end)
-            _waiter_loop(params, handle, state)
-        finally:
-            os._exit(0)
-    os.close(fd)
-    os.close(write_end)
-    os.waitpid(pid, 0)
-    with os.fdopen(read_end, "rb") as reader:
-        child = reader.read().decode() or None
-    state["pid"] = int(child) if child else None
-    state.pop("deadline", None)
-    return state
+
+    def connect() -> Any:
+        return psycopg2.connect(host=params["target_host"], port=params["target_port"],
+                                dbname=waiter.get("dbname") or params.get("target_dbname") or params["database"],
+                                user=waiter["login_user"], password=waiter.get("login_password"),
+                                connect_timeout=max(1, int(waiter["poll_interval"] * 10)),
+                                application_name="akig-pgbouncer-waiter")
+
+    return pg_waiter.launch(state_file, state, lambda handle, st: pg_waiter.run_when_writable(
+        handle, st, connect, float(waiter["poll_interval"]), (psycopg2.Error,), _act(params)))

@@ -37,7 +37,25 @@ description:
   - When the restart or the health gate fails, O(maintenance_file) is kept (the app goes on refusing writes with its
     maintenance message) and the task fails, saying what to check; running it again restarts what is still older
     than the file.
-  - Nothing secret is returned; the result gives the line numbers and the host and port each line pointed at.
+  - With O(when_writable), the task is run B(before) the promotion of O(host) (RB-P1-003 runs it on every backend
+    host of a planned direct switch, before the old primary is fenced): it checks the file and asks pm2 as above,
+    creates O(maintenance_file), and leaves a small detached process on this host (the waiter) that logs in to
+    O(host) and O(port) with the credentials of the file's own C(DATABASE_URL) and asks every
+    O(when_writable.poll_interval) seconds whether it accepts writes (C(pg_is_in_recovery()) is false). The moment it
+    does, the waiter does the repoint above - backup, rewrite, restart of O(restart), health gate, maintenance left -
+    so the app restarts right after the promotion instead of seconds later, when the repoint task's play comes. It
+    never acts after O(when_writable.timeout) and never points the file anywhere but O(host) and O(port); until the
+    node is promoted the file is unchanged, so a switch that does not happen leaves the app on the old primary.
+  - Any later run of this module on the same O(path) (O(waiter_state_file)) first takes the waiter: one that has not
+    acted is stopped; one that is acting is waited for (at most O(restart_timeout) + O(health_timeout) + 10 s); one
+    that has acted is reported in RV(waiter), and the task has nothing left to do (the repoint task after the
+    promotion then returns at the moment the waiter is done). A waiter that failed while acting leaves the
+    maintenance file; the later run restarts O(restart) again.
+  - O(disarm=true) is the way back of a switch that did not happen: it stops the waiter (without touching the file)
+    and removes the maintenance file the waiter's arming created, after O(health_url) answers 200. A waiter that had
+    already acted (the node was promoted) is reported, not undone.
+  - Nothing secret is returned; the result gives the line numbers and the host and port each line pointed at. The
+    waiter's state file holds no URL and no password.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -57,8 +75,8 @@ options:
   host:
     description:
       - The new primary's host name or address, as the app should reach it (an IPv6 address without brackets).
+      - Required unless O(disarm=true).
     type: str
-    required: true
   port:
     description:
       - The new primary's port.
@@ -129,9 +147,39 @@ options:
       - Verify the TLS certificate of an C(https) O(health_url).
     type: bool
     default: true
+  when_writable:
+    description:
+      - Do not repoint now - leave a waiter that repoints (and restarts O(restart), and gates on O(health_url)) the
+        moment O(host) and O(port) accept writes; see the description. Needs O(restart) and the C(psycopg2) Python
+        library on this host.
+      - When the file already points at O(host) and O(port) there is nothing to wait for, and no waiter is left.
+    type: dict
+    suboptions:
+      timeout:
+        description:
+          - Seconds after which the waiter gives up without acting.
+        type: float
+        required: true
+      poll_interval:
+        description:
+          - Seconds between two questions to the node.
+        type: float
+        default: 0.05
+  waiter_state_file:
+    description:
+      - The waiter's state file (status, pid, target, what it did; no URL, no password).
+      - Default C(<path>.waiter.json), beside O(path).
+    type: path
+  disarm:
+    description:
+      - Stop this file's waiter and take the app out of the maintenance its arming created (see the description); the
+        file is not read for a repoint, so O(host) may be omitted.
+    type: bool
+    default: false
 seealso:
   - module: akig.runbooks.pm2
   - module: akig.runbooks.app_maintenance
+  - module: akig.runbooks.pgbouncer_admin
 """
 
 EXAMPLES = r"""
@@ -160,6 +208,24 @@ EXAMPLES = r"""
     pm2_home: /home/akig/.pm2
     stable_seconds: 0.3
     health_url: "{{ akig_backend_url }}/api/health"
+
+- name: Before the promotion - maintenance on, and a waiter that repoints and restarts the moment db-2 is promoted
+  akig.runbooks.database_url_repoint:
+    path: "{{ akig_backend_env_file }}"
+    host: db-2.akig.internal
+    maintenance_file: "{{ akig_maintenance_file }}"
+    restart: [akig-backend]
+    health_url: "{{ akig_backend_url }}/api/health"
+    when_writable:
+      timeout: 60
+
+- name: The way back when the switch did not happen - stop the waiter, leave maintenance once healthy
+  akig.runbooks.database_url_repoint:
+    path: "{{ akig_backend_env_file }}"
+    maintenance_file: "{{ akig_maintenance_file }}"
+    restart: [akig-backend]
+    health_url: "{{ akig_backend_url }}/api/health"
+    disarm: true
 """
 
 RETURN = r"""
@@ -218,27 +284,52 @@ health_waited_s:
   description: Seconds from the first request to O(health_url) to its 200 (or to giving up).
   returned: when O(health_url) was polled
   type: float
+waiter:
+  description:
+    - With O(when_writable), the waiter left (C(status=waiting), C(pid), C(target), C(state_file)).
+    - Otherwise, what an earlier arming's waiter had done when this task took it - C(status) C(repointed) (with
+      C(actions), C(restarted), C(healthy), C(after_s) seconds from its arming to the end of its work, and
+      C(writable_at)), C(cancelled) (it had not acted), C(expired), C(failed) (C(error)) or C(killed).
+  returned: when a waiter was left or found
+  type: dict
+  sample: {"status": "repointed", "target": "db-2.akig.internal:5432", "after_s": 3.42, "pid": 4242}
 msg:
   description: What the task did or would do, in one sentence.
   returned: always
   type: str
 """
 
+import fcntl
 import os
 import shutil
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.akig.runbooks.plugins.module_utils import pm2
+from ansible_collections.akig.runbooks.plugins.module_utils import pg_waiter, pm2
 from ansible_collections.akig.runbooks.plugins.module_utils.atomic_write import replace_atomically
-from ansible_collections.akig.runbooks.plugins.module_utils.database_url import DatabaseUrlError, repoint_env
+from ansible_collections.akig.runbooks.plugins.module_utils.database_url import (
+    DatabaseUrlError,
+    connect_params,
+    env_url,
+    repoint_env,
+)
 from ansible_collections.akig.runbooks.plugins.module_utils.http_health import HealthError, validate_url, wait_healthy
+
+try:
+    import psycopg2
+except ImportError:  # pragma: no cover - exercised only where psycopg2 is missing
+    import traceback
+
+    psycopg2 = None  # type: ignore[assignment]
+    PSYCOPG2_IMPORT_ERROR: Optional[str] = traceback.format_exc()
+else:
+    PSYCOPG2_IMPORT_ERROR = None
 
 ARGUMENT_SPEC: Dict[str, Dict[str, Any]] = dict(
     path=dict(type="path", required=True),
-    host=dict(type="str", required=True),
+    host=dict(type="str"),
     port=dict(type="int", default=5432),
     key=dict(type="str", default="DATABASE_URL", no_log=False),
     backup=dict(type="bool", default=True),
@@ -252,6 +343,12 @@ ARGUMENT_SPEC: Dict[str, Dict[str, Any]] = dict(
     health_timeout=dict(type="float", default=30),
     health_interval=dict(type="float", default=0.2),
     validate_certs=dict(type="bool", default=True),
+    when_writable=dict(type="dict", options=dict(
+        timeout=dict(type="float", required=True),
+        poll_interval=dict(type="float", default=0.05),
+    )),
+    waiter_state_file=dict(type="path"),
+    disarm=dict(type="bool", default=False),
 )
 
 
@@ -265,9 +362,13 @@ def _backup(path: str) -> str:
     return dest
 
 
-def _restart_input_error(p: Dict[str, Any]) -> Optional[str]:
-    """What is wrong with the restart and health options, before anything is read or changed (None: nothing)."""
+def _input_error(p: Dict[str, Any]) -> Optional[str]:
+    """What is wrong with the options, before anything is read or changed (None: nothing)."""
     names = [name.strip() for name in p["restart"]]
+    if p["disarm"] and p["when_writable"]:
+        return "disarm stops a waiter and when_writable leaves one: give one of them"
+    if not p["disarm"] and not p["host"]:
+        return "host is required: the new primary's host name or address, as the app should reach it"
     if any(not name for name in names):
         return "restart lists an empty app name; give the pm2 app names (for example akig-backend)"
     if len(set(names)) != len(names):
@@ -283,6 +384,12 @@ def _restart_input_error(p: Dict[str, Any]) -> Optional[str]:
         return "health_timeout must be a positive number of seconds, got %s" % p["health_timeout"]
     if p["health_interval"] < 0:
         return "health_interval must be 0 or more seconds, got %s" % p["health_interval"]
+    waiter = p["when_writable"]
+    if waiter:
+        if not names:
+            return "when_writable leaves a waiter that restarts the app once the node is promoted: give restart"
+        if waiter["timeout"] <= 0 or waiter["poll_interval"] <= 0:
+            return "when_writable timeout and poll_interval must be more than 0 seconds"
     return None
 
 
@@ -316,13 +423,234 @@ def _restart_summary(out: Dict[str, Any]) -> Dict[str, Any]:
     return {key: out.get(key) for key in ("name", "actions", "processes", "online_after_s", "elapsed_s")}
 
 
+class Repoint:
+    """The repoint of one env file: rewrite, restart, health gate, leave maintenance. Run by the task itself, or
+    by the waiter it left (which has no AnsibleModule: failures are RepointFailed with the result so far)."""
+
+    def __init__(self, p: Dict[str, Any], preps: List[pm2.Prepared]) -> None:
+        self.p = p
+        self.preps = preps
+        self.names = ", ".join(prep.req.name for prep in preps)
+        self.target = "%s:%s" % (p["host"], p["port"])
+
+    def restart_and_gate(self, result: Dict[str, Any], done: str) -> str:
+        """Restart every app of ``restart``, wait for ``health_url``, remove the maintenance file; update ``result``
+        and return the sentence of what was done (raises RepointFailed, the maintenance file kept)."""
+        p = self.p
+        kept = (" %s is kept, so the app goes on refusing writes with its maintenance message." % p["maintenance_file"]
+                if result.get("maintenance") else "")
+        result.setdefault("restarted", [])
+        for prep in self.preps:
+            try:
+                out = pm2.apply(prep)
+            except pm2.Pm2Error as exc:
+                result["restarted"].append(_restart_summary(dict(exc.result, name=prep.req.name)))
+                raise RepointFailed("%s, but restarting %s failed: %s.%s Check pm2 (pm2 logs %s), then run the task "
+                                    "again: it restarts the processes older than the file." % (
+                                        done, prep.req.name, exc.msg.rstrip("."), kept, prep.req.name)) from None
+            result.setdefault("warnings", []).extend(out.get("warnings", []))
+            result["restarted"].append(_restart_summary(out))
+        restarted = "; ".join(action for out in result["restarted"] for action in out["actions"] or [])
+        return "%s. %s%s" % (done, restarted.rstrip("."), self.gate_and_leave(result, done, kept))
+
+    def gate_and_leave(self, result: Dict[str, Any], done: str, kept: str) -> str:
+        p = self.p
+        gate = ""
+        if p["health_url"]:
+            healthy, status, error, attempts, waited = wait_healthy(p["health_url"], p["health_timeout"],
+                                                                    p["health_interval"], p["validate_certs"])
+            result.update(healthy=healthy, health_attempts=attempts, health_waited_s=round(waited, 3))
+            if not healthy:
+                raise RepointFailed("%s, but %s did not answer 200 within %s s (%d request(s); last: %s).%s Check the "
+                                    "backend (pm2 logs, its DATABASE_URL), then run the task again." % (
+                                        done, p["health_url"], p["health_timeout"], attempts,
+                                        "HTTP %s" % status if status is not None else error or "no answer", kept))
+            gate = "; %s answered 200 after %d request(s), %.2f s" % (p["health_url"], attempts, waited)
+        maintenance = p["maintenance_file"]
+        if maintenance and result.get("maintenance"):
+            try:
+                os.unlink(maintenance)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise RepointFailed("%s and the app is back, but the maintenance file %s could not be removed (%s): "
+                                    "remove it (akig.runbooks.app_maintenance state=absent)." % (done, maintenance, exc))
+            result["maintenance"] = False
+            return "%s; %s removed: the app writes again" % (gate, maintenance)
+        return gate
+
+    def rewrite(self, plan: Dict[str, Any], result: Dict[str, Any], backup: bool = True) -> str:
+        """Back up (unless done already: ``backup`` false) and replace the file when it changes; the sentence of
+        what was done."""
+        p = self.p
+        path = p["path"]
+        if plan["changed"]:
+            if p["backup"] and backup:
+                try:
+                    result["backup_file"] = _backup(path)
+                except OSError as exc:
+                    raise RepointFailed("Could not back up %s (%s); it is unchanged." % (path, exc)) from None
+            try:
+                replace_atomically(path, plan["text"])
+            except OSError as exc:
+                raise RepointFailed("Could not replace %s (%s); it is unchanged%s." % (
+                    path, exc.__class__.__name__,
+                    ", its copy is %s" % result["backup_file"] if result.get("backup_file") else "")) from None
+            return "Pointed %s of %s (line %s) at %s" % (p["key"], path, ", ".join(str(n) for n in plan["lines"]),
+                                                         self.target)
+        return "%s already pointed %s at %s" % (path, p["key"], self.target)
+
+    def waiter_act(self, _state: Dict[str, Any]) -> Dict[str, Any]:
+        """What the waiter does once the node accepts writes (the file is read again: it is the truth now)."""
+        out: Dict[str, Any] = dict(maintenance=bool(self.p["maintenance_file"]) and os.path.exists(self.p["maintenance_file"]))
+        try:
+            with open(self.p["path"], encoding="utf-8", newline="") as handle:
+                plan = repoint_env(handle.read(), self.p["host"], self.p["port"], self.p["key"])
+            done = self.rewrite(plan, out)
+            msg = self.restart_and_gate(out, done)
+        except (OSError, DatabaseUrlError, RepointFailed) as exc:
+            return dict(out, status="failed", error=getattr(exc, "msg", None) or str(exc))
+        return dict(out, status="repointed", msg=msg + ".", healthy=out.get("healthy"))
+
+
+class RepointFailed(Exception):
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg)
+        self.msg = msg
+
+
+def _take_waiter(module: AnsibleModule, p: Dict[str, Any], state_file: str) -> Optional[Dict[str, Any]]:
+    try:
+        return pg_waiter.take(state_file, wait_s=p["restart_timeout"] + p["health_timeout"] + 10)
+    except pg_waiter.WaiterError as exc:
+        module.fail_json(msg="%s. Nothing was changed." % exc.msg)
+    return None
+
+
+def _waiter_said(outcome: Dict[str, Any]) -> str:
+    status = outcome.get("status")
+    if status == "repointed":
+        return "the waiter left before the promotion had done it %.2f s after its arming: %s" % (
+            outcome.get("after_s") or 0, outcome.get("msg", ""))
+    if status == "failed" and not outcome.get("acted"):
+        return "the waiter left before the promotion changed nothing (%s)" % outcome.get("error")
+    if status == "failed":
+        return "the waiter left before the promotion failed while acting (%s)" % outcome.get("error")
+    if status == "killed":
+        return "the waiter left before the promotion was still acting after the restart and health timeouts and was killed"
+    return "the waiter left before the promotion had not acted (%s)" % status
+
+
+def _sentence(text: str) -> str:
+    text = text.rstrip(".")
+    return text[:1].upper() + text[1:] + "."
+
+
+def _disarm(module: AnsibleModule, p: Dict[str, Any], state_file: str) -> None:
+    """The way back of a switch that did not happen: stop the waiter, leave the maintenance its arming created."""
+    result: Dict[str, Any] = dict(changed=False)
+    if module.check_mode:
+        module.exit_json(msg="Would stop the waiter of %s (if any) and leave the maintenance its arming created." % p["path"],
+                         **result)
+    outcome = _take_waiter(module, p, state_file)
+    if outcome is None:
+        module.exit_json(msg="No waiter for %s: nothing to disarm." % p["path"], **result)
+    result.update(changed=True, waiter=outcome)
+    if outcome.get("acted"):
+        module.warn("%s; disarm does not undo it: the app follows the promoted node." % _waiter_said(outcome))
+        module.exit_json(msg=_sentence(_waiter_said(outcome)), **result)
+    maintenance = p["maintenance_file"]
+    result["maintenance"] = bool(maintenance) and os.path.exists(maintenance)
+    if not (outcome.get("maintenance_created") and result["maintenance"]):
+        module.exit_json(msg="Stopped the waiter of %s (it had not acted)." % p["path"], **result)
+    done = "Stopped the waiter of %s (it had not acted, the file is unchanged)" % p["path"]
+    try:
+        gate = Repoint(p, []).gate_and_leave(result, done, " %s is kept." % maintenance)
+    except RepointFailed as exc:
+        module.fail_json(msg=exc.msg, **result)
+    module.exit_json(msg="%s%s." % (done, gate), **result)
+
+
+def _arm(module: AnsibleModule, p: Dict[str, Any], plan: Dict[str, Any], preps: List[pm2.Prepared],
+         result: Dict[str, Any], state_file: str) -> None:
+    """Maintenance on, and a waiter that repoints the moment the node accepts writes."""
+    if psycopg2 is None:
+        module.fail_json(msg=missing_required_lib("psycopg2") + " (the waiter of when_writable asks the new primary with "
+                         "it). Nothing was changed.", exception=PSYCOPG2_IMPORT_ERROR, **result)
+    path, target = p["path"], "%s:%s" % (p["host"], p["port"])
+    try:
+        login = connect_params(env_url(plan["text"], p["key"]))
+    except DatabaseUrlError as exc:
+        module.fail_json(msg="%s: %s. Nothing was changed." % (path, exc), **result)
+    names = ", ".join(name.strip() for name in p["restart"])
+    timeout = p["when_writable"]["timeout"]
+    if module.check_mode:
+        module.exit_json(msg="Would put the app in maintenance mode and leave a waiter that points %s of %s at %s, "
+                             "restarts %s and leaves maintenance once %s accepts writes (within %s s)." % (
+                                 p["key"], path, target, names, target, timeout), **dict(result, changed=True))
+    try:
+        os.close(os.open(state_file, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError as exc:
+        module.fail_json(msg="The waiter's state file %s cannot be written (%s): give waiter_state_file in a directory "
+                             "this user may write. Nothing was changed." % (state_file, exc.strerror), **result)
+    maintenance = p["maintenance_file"]
+    created = False
+    if maintenance and not result["maintenance"]:
+        try:
+            os.close(os.open(maintenance, os.O_WRONLY | os.O_CREAT, 0o644))
+        except OSError as exc:
+            module.fail_json(msg="Could not create the maintenance file %s (%s). Nothing was changed." % (maintenance, exc),
+                             **result)
+        created = result["maintenance"] = True
+    started = time.time()
+    repoint = Repoint(p, preps)
+    poll = p["when_writable"]["poll_interval"]
+
+    def connect() -> Any:
+        return psycopg2.connect(**dict(login, host=p["host"], port=p["port"], connect_timeout=max(1, int(poll * 20)),
+                                       application_name="akig-repoint-waiter"))
+
+    state = dict(started=started, deadline=started + timeout, target=target, path=path, state_file=state_file,
+                 maintenance_created=created, restart=[prep.req.name for prep in preps])
+    def body(handle: Any, st: Dict[str, Any]) -> None:
+        try:
+            repoint.preps = _prepare_restarts(p)
+        except pm2.Pm2Error as exc:
+            if created:
+                try:
+                    os.unlink(maintenance)
+                except OSError:
+                    pass
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            if pg_waiter.read_state(handle).get("status") == "waiting":
+                st.update(status="failed", acted=False, ended=time.time(), maintenance_created=False,
+                          error="%s (the waiter changed nothing and removed the maintenance file of its arming)" % exc.msg)
+                pg_waiter.write_state(handle, st)
+            return
+        pg_waiter.run_when_writable(handle, st, connect, poll, (psycopg2.Error,), repoint.waiter_act)
+
+    result["waiter"] = pg_waiter.launch(state_file, state, body)
+    result["changed"] = True
+    module.exit_json(msg="%s; a waiter (pid %s) points %s of %s at %s, restarts %s and leaves maintenance once %s "
+                         "accepts writes (state in %s, gives up after %s s)." % (
+                             "The app is in maintenance mode" if maintenance else "No maintenance file",
+                             result["waiter"].get("pid"), p["key"], path, target, names, target, state_file, timeout),
+                     **result)
+
+
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
     path = p["path"]
-    problem = _restart_input_error(p)
+    problem = _input_error(p)
     if problem:
         module.fail_json(msg="%s. Nothing was changed." % problem)
+    state_file = p["waiter_state_file"] or "%s.waiter.json" % path
+    if p["disarm"]:
+        _disarm(module, p, state_file)
+    # one hand on the file at a time: an earlier arming's waiter is stopped, waited for (it holds its lock while it
+    # acts) or reported before the file or pm2 is read, so what is read next is what the waiter left
+    outcome = None if module.check_mode else _take_waiter(module, p, state_file)
     try:
         with open(path, encoding="utf-8", newline="") as handle:
             text = handle.read()
@@ -340,10 +668,16 @@ def main() -> None:
     maintenance = p["maintenance_file"]
     if maintenance:
         result["maintenance"] = os.path.exists(maintenance)
+    if outcome is not None:
+        result["waiter"] = outcome
 
-    # pm2 is asked before anything changes: an app it does not know must not leave a rewritten file behind
+    # pm2 is asked before anything changes: an app it does not know must not leave a rewritten file behind. When a
+    # waiter is armed, the waiter asks pm2 while the switch runs (a pm2 command is a Node.js start, ~0.3-0.6 s, that
+    # would delay the fence); it asks before it changes anything and removes the maintenance file of the arming
+    # when pm2 does not know an app.
     preps: List[pm2.Prepared] = []
-    if p["restart"]:
+    arming = bool(p["when_writable"]) and plan["changed"] and not module.check_mode
+    if p["restart"] and not arming:
         try:
             preps = _prepare_restarts(p)
         except pm2.Pm2Error as exc:
@@ -351,17 +685,45 @@ def main() -> None:
                              **{**result, "changed": False})
         result.update(restarted=[], stale_processes=[] if plan["changed"] else _stale(preps, os.stat(path).st_mtime),
                       healthy=None)
+    if p["when_writable"]:
+        if plan["changed"]:
+            _arm(module, p, plan, preps, result, state_file)
+        module.exit_json(msg="%s already points %s at %s: no waiter needed (the repoint task restarts what is older than "
+                             "the file)." % (path, p["key"], target), **result)
+    if outcome and outcome.get("status") == "repointed" and outcome.get("target") == target and not plan["changed"] \
+            and not result.get("stale_processes"):
+        result.update(changed=True, restarted=outcome.get("restarted", []), healthy=outcome.get("healthy"),
+                      maintenance=bool(maintenance) and os.path.exists(maintenance))
+        for key in ("backup_file", "health_attempts", "health_waited_s"):
+            if key in outcome:
+                result[key] = outcome[key]
+        module.exit_json(msg=_sentence(_waiter_said(outcome)), **result)
     names = ", ".join(prep.req.name for prep in preps)
-    restart_due = bool(preps) and (plan["changed"] or bool(result["stale_processes"]))
+    # a waiter that failed while acting may have restarted part of the app: restart all of it again
+    redo = bool(preps) and bool(outcome) and bool(outcome.get("acted")) and outcome.get("status") in ("failed", "killed")
+    # a waiter that never acted leaves the maintenance of its arming: leave it once the app is healthy
+    leave_only = bool(outcome) and outcome.get("maintenance_created") and result.get("maintenance") \
+        and not outcome.get("acted")
+    restart_due = bool(preps) and (plan["changed"] or bool(result["stale_processes"]) or redo)
     if not plan["changed"] and not restart_due:
+        if leave_only and not module.check_mode:
+            result["changed"] = True
+            done = "%s already points %s at %s and %s" % (path, p["key"], target, _waiter_said(outcome))
+            try:
+                gate = Repoint(p, preps).gate_and_leave(result, done, " %s is kept." % maintenance)
+            except RepointFailed as exc:
+                module.fail_json(msg=exc.msg, **result)
+            module.exit_json(msg="%s%s." % (done, gate), **result)
         module.exit_json(msg="%s already points %s at %s%s: nothing to do." % (
             path, p["key"], target, " and %s started after it last changed" % names if preps else ""), **result)
     result["changed"] = True
     if plan["changed"]:
         doing = "point %s of %s (line %s) at %s" % (p["key"], path, ", ".join(str(n) for n in plan["lines"]), target)
-    else:
+    elif result["stale_processes"]:
         doing = "restart %s, whose process(es) %s started before %s last changed (it already points %s at %s)" % (
             names, ", ".join("pid %s" % e["pid"] for e in result["stale_processes"]), path, p["key"], target)
+    else:
+        doing = "restart %s again: %s" % (names, _waiter_said(outcome))
     if module.check_mode:
         then = ""
         if preps and plan["changed"]:
@@ -370,6 +732,7 @@ def main() -> None:
         module.exit_json(msg="Would %s%s%s." % (doing, ", the app in maintenance mode first" if maintenance else "", then),
                          **result)
 
+    repoint = Repoint(p, preps)
     if plan["changed"] and p["backup"]:
         try:
             result["backup_file"] = _backup(path)
@@ -383,54 +746,21 @@ def main() -> None:
             module.fail_json(msg="Could not create the maintenance file %s (%s). The env file is unchanged." % (maintenance, exc),
                              **{**result, "changed": False})
         result["maintenance"] = True
-    if plan["changed"]:
-        try:
-            replace_atomically(path, plan["text"])
-        except OSError as exc:
-            module.fail_json(msg="Could not replace %s (%s); it is unchanged%s." % (
-                path, exc.__class__.__name__, ", its copy is %s" % result["backup_file"] if result.get("backup_file") else ""),
-                **result)
-    done = "Pointed %s of %s (line %s) at %s" % (p["key"], path, ", ".join(str(n) for n in plan["lines"]), target) \
-        if plan["changed"] else "%s already pointed %s at %s" % (path, p["key"], target)
+    try:
+        done = repoint.rewrite(plan, result, backup=False)
+    except RepointFailed as exc:
+        module.fail_json(msg=exc.msg, **result)
     if not preps:
         module.exit_json(msg="%s%s." % (done, ", the app in maintenance mode" if result.get("maintenance") else ""), **result)
-
-    kept = (" %s is kept, so the app goes on refusing writes with its maintenance message." % maintenance
-            if result.get("maintenance") else "")
-    for prep in preps:
-        try:
-            out = pm2.apply(prep)
-        except pm2.Pm2Error as exc:
-            result["restarted"].append(_restart_summary(dict(exc.result, name=prep.req.name)))
-            module.fail_json(msg="%s, but restarting %s failed: %s.%s Check pm2 (pm2 logs %s), then run the task again: it "
-                                 "restarts the processes older than the file." % (
-                                     done, prep.req.name, exc.msg.rstrip("."), kept, prep.req.name), **result)
-        for warning in out.get("warnings", []):
+    try:
+        msg = repoint.restart_and_gate(result, done)
+    except RepointFailed as exc:
+        for warning in result.pop("warnings", []):
             module.warn(warning)
-        result["restarted"].append(_restart_summary(out))
-    restarted = "; ".join(action for out in result["restarted"] for action in out["actions"] or [])
-    gate = ""
-    if p["health_url"]:
-        healthy, status, error, attempts, waited = wait_healthy(p["health_url"], p["health_timeout"], p["health_interval"],
-                                                                p["validate_certs"])
-        result.update(healthy=healthy, health_attempts=attempts, health_waited_s=round(waited, 3))
-        if not healthy:
-            module.fail_json(msg="%s and restarted %s, but %s did not answer 200 within %s s (%d request(s); last: %s).%s "
-                                 "Check the backend (pm2 logs, its DATABASE_URL), then run the task again." % (
-                                     done, names, p["health_url"], p["health_timeout"], attempts,
-                                     "HTTP %s" % status if status is not None else error or "no answer", kept), **result)
-        gate = "; %s answered 200 after %d request(s), %.2f s" % (p["health_url"], attempts, waited)
-    if maintenance and result["maintenance"]:
-        try:
-            os.unlink(maintenance)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            module.fail_json(msg="%s and the app is back, but the maintenance file %s could not be removed (%s): remove it "
-                                 "(akig.runbooks.app_maintenance state=absent)." % (done, maintenance, exc), **result)
-        result["maintenance"] = False
-    left = "; %s removed: the app writes again" % maintenance if maintenance else ""
-    module.exit_json(msg="%s. %s%s%s." % (done, restarted.rstrip("."), gate, left), **result)
+        module.fail_json(msg=exc.msg, **result)
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
+    module.exit_json(msg="%s." % msg, **result)
 
 
 if __name__ == "__main__":
