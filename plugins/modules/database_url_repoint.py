@@ -38,20 +38,22 @@ description:
     maintenance message) and the task fails, saying what to check; running it again restarts what is still older
     than the file.
   - With O(when_writable), the task is run B(before) the promotion of O(host) (RB-P1-003 runs it on every backend
-    host of a planned direct switch, before the old primary is fenced): it checks the file and asks pm2 as above,
-    creates O(maintenance_file), and leaves a small detached process on this host (the waiter) that logs in to
+    host of a planned direct switch, before the old primary is fenced). It checks the file, creates
+    O(maintenance_file), and leaves a small detached process on this host (the waiter). The waiter asks pm2 for its
+    process list while the switch runs (an app pm2 does not know - the waiter removes the maintenance file and
+    changes nothing, and the repoint task later fails with pm2's message), then logs in to
     O(host) and O(port) with the credentials of the file's own C(DATABASE_URL) and asks every
     O(when_writable.poll_interval) seconds whether it accepts writes (C(pg_is_in_recovery()) is false). The moment it
     does, the waiter does the repoint above - backup, rewrite, restart of O(restart), health gate, maintenance left -
     so the app restarts right after the promotion instead of seconds later, when the repoint task's play comes. It
     never acts after O(when_writable.timeout) and never points the file anywhere but O(host) and O(port); until the
     node is promoted the file is unchanged, so a switch that does not happen leaves the app on the old primary.
-  - Any later run of this module on the same O(path) (O(waiter_state_file)) first takes the waiter: one that has not
+  - Any later run of this module on the same O(path) (O(waiter_state_file)) first takes the waiter. One that has not
     acted is stopped; one that is acting is waited for (at most O(restart_timeout) + O(health_timeout) + 10 s); one
     that has acted is reported in RV(waiter), and the task has nothing left to do (the repoint task after the
     promotion then returns at the moment the waiter is done). A waiter that failed while acting leaves the
     maintenance file; the later run restarts O(restart) again.
-  - O(disarm=true) is the way back of a switch that did not happen: it stops the waiter (without touching the file)
+  - O(disarm=true) is the way back of a switch that did not happen. It stops the waiter (without touching the file)
     and removes the maintenance file the waiter's arming created, after O(health_url) answers 200. A waiter that had
     already acted (the node was promoted) is reported, not undone.
   - Nothing secret is returned; the result gives the line numbers and the host and port each line pointed at. The
