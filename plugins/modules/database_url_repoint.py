@@ -305,7 +305,7 @@ import fcntl
 import os
 import shutil
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
@@ -432,7 +432,6 @@ class Repoint:
     def __init__(self, p: Dict[str, Any], preps: List[pm2.Prepared]) -> None:
         self.p = p
         self.preps = preps
-        self.names = ", ".join(prep.req.name for prep in preps)
         self.target = "%s:%s" % (p["host"], p["port"])
 
     def restart_and_gate(self, result: Dict[str, Any], done: str) -> str:
@@ -613,7 +612,8 @@ def _arm(module: AnsibleModule, p: Dict[str, Any], plan: Dict[str, Any], preps: 
                                        application_name="akig-repoint-waiter"))
 
     state = dict(started=started, deadline=started + timeout, target=target, path=path, state_file=state_file,
-                 maintenance_created=created, restart=[prep.req.name for prep in preps])
+                 maintenance_created=created, restart=[name.strip() for name in p["restart"]])
+
     def body(handle: Any, st: Dict[str, Any]) -> None:
         try:
             repoint.preps = _prepare_restarts(p)
