@@ -93,6 +93,9 @@ def test_planned_failover_loses_nothing_and_fences_the_old_primary(fresh_lab: di
     assert writable("db-1", fresh_lab) is None  # stopped
     assert_app_healthy_on("db-2")
     assert not (STATE / "app-1" / "shared" / "maintenance.flag").exists()
+    # the repoint was armed before the fence: each backend's waiter did it, the repoint play took its outcome
+    for host in APPS:
+        assert not (STATE / host / "shared" / "akig.env.waiter.json").exists(), host
     # the alert and the resolution went out
     texts = [e.get("text") or "" for e in ledger("slack")]
     assert any("INCIDENT ALERT" in t for t in texts)
@@ -258,3 +261,36 @@ def test_bad_input_is_refused_before_anything_changes(fresh_lab: dict[str, str])
         if message not in ("password authentication failed", "is not a primary: it is a standby"):
             assert [e for e in ledger() if e["service"] in ("slack", "twilio", "sendgrid", "tickets")] == [], args
         assert incident_locks(fresh_lab) == [], args
+
+
+def test_a_hold_that_fails_on_one_backend_stops_the_run_before_the_primary_is_touched(fresh_lab: dict[str, str]) -> None:
+    """Planned direct switch: app-2's env file has a DATABASE_URL the repoint cannot read with certainty, so arming
+    its waiter fails. Nothing is switched; the way back stops app-1's waiter and takes app-1 out of maintenance."""
+    env2 = STATE / "app-2" / "shared" / "akig.env"
+    original = env2.read_text()
+    broken = re.sub(r"^(DATABASE_URL=postgres(?:ql)?://[^@\n]*@)([^:/\n]+)", r"\1\2,db-9.akig.internal", original,
+                    flags=re.MULTILINE)
+    assert broken != original
+    env2.write_text(broken)  # read at boot only: the running app-2 keeps its URL
+    try:
+        proc = run_playbook("-e", "rb_p1_003_strategy=failover")
+    finally:
+        env2.write_text(original)
+    assert proc.returncode != 0
+    assert "names several hosts" in proc.stdout, proc.stdout[-3000:]
+    # nothing switched: db-1 still the only writable node, the app still on it, out of maintenance, no waiter left
+    assert [writable(n, fresh_lab) for n in ("db-1", "db-2", "db-3")] == [True, False, False]
+    for host in APPS:
+        assert not (STATE / host / "shared" / "maintenance.flag").exists(), host
+        assert not (STATE / host / "shared" / "akig.env.waiter.json").exists(), host
+    assert_app_healthy_on("db-1")
+    assert (STATE / "app-2" / "shared" / "akig.env").read_text() == original
+    token_status, token_body = http(f"http://{APPS['app-1']}:4000/api/login", method="POST",
+                                    body={"email": "probe@akig.example", "password": fresh_lab["probe_password"]})
+    assert token_status == 200, token_body
+    contract = count("db-1", fresh_lab, "SELECT min(id) FROM contracts")
+    for addr in APPS.values():
+        status, body = http(f"http://{addr}:4000/api/payments", method="POST", token=token_body["token"],
+                            body={"contract_id": contract, "amount_cents": 1, "due_date": "2026-12-01"})
+        assert status == 201, body
+    assert incident_locks(fresh_lab) == []
