@@ -572,8 +572,8 @@ def _disarm(module: AnsibleModule, p: Dict[str, Any], state_file: str) -> None:
     module.exit_json(msg="%s%s." % (done, gate), **result)
 
 
-def _arm(module: AnsibleModule, p: Dict[str, Any], plan: Dict[str, Any], preps: List[pm2.Prepared],
-         result: Dict[str, Any], state_file: str) -> None:
+def _arm(module: AnsibleModule, p: Dict[str, Any], plan: Dict[str, Any], result: Dict[str, Any],
+         state_file: str) -> None:
     """Maintenance on, and a waiter that repoints the moment the node accepts writes."""
     if psycopg2 is None:
         module.fail_json(msg=missing_required_lib("psycopg2") + " (the waiter of when_writable asks the new primary with "
@@ -604,7 +604,7 @@ def _arm(module: AnsibleModule, p: Dict[str, Any], plan: Dict[str, Any], preps: 
                              **result)
         created = result["maintenance"] = True
     started = time.time()
-    repoint = Repoint(p, preps)
+    repoint = Repoint(p, [])  # the waiter asks pm2 (body below)
     poll = p["when_writable"]["poll_interval"]
 
     def connect() -> Any:
@@ -689,7 +689,7 @@ def main() -> None:
                       healthy=None)
     if p["when_writable"]:
         if plan["changed"]:
-            _arm(module, p, plan, preps, result, state_file)
+            _arm(module, p, plan, result, state_file)
         module.exit_json(msg="%s already points %s at %s: no waiter needed (the repoint task restarts what is older than "
                              "the file)." % (path, p["key"], target), **result)
     if outcome and outcome.get("status") == "repointed" and outcome.get("target") == target and not plan["changed"] \

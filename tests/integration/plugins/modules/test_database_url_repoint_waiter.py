@@ -11,7 +11,6 @@ node accept writes.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Dict, Iterator
 
@@ -22,7 +21,8 @@ from ansible_collections.akig.runbooks.tests.integration.plugins.modules.test_da
     run_module,
 )
 from ansible_collections.akig.runbooks.tests.support.pg_cluster import PRIMARY, STANDBY, PgCluster
-from ansible_collections.akig.runbooks.tests.integration.plugins.modules.test_pgbouncer_admin import wait_until
+# the pause waiter tests read a waiter's state file and watch it exit the same way
+from ansible_collections.akig.runbooks.tests.integration.plugins.modules.test_pgbouncer_admin import _gone, _state, wait_until
 
 pm2_home = pm2_tests.pm2_home  # the fixture: its own PM2_HOME, `pm2 kill` at the end of this module
 
@@ -43,22 +43,6 @@ def app_fixture(pm2_home: Path, tmp_path: Path, cluster: PgCluster, request: pyt
            "state": Path("%s.waiter.json" % env), "url": "http://127.0.0.1:%d/api/health" % port,
            "password": cluster.password}
     pm2_tests.run_module(pm2_home, name=name, state="absent")
-
-
-def _state(path: Path) -> Dict[str, Any]:
-    """The waiter's state as a reader without its lock sees it: {} while it is being rewritten."""
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def _args(app: Dict[str, Any], host: str, port: int, **extra: Any) -> Dict[str, Any]:
