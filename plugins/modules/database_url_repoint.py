@@ -618,13 +618,14 @@ def _arm(module: AnsibleModule, p: Dict[str, Any], plan: Dict[str, Any], result:
         try:
             repoint.preps = _prepare_restarts(p)
         except pm2.Pm2Error as exc:
-            if created:
-                try:
-                    os.unlink(maintenance)
-                except OSError:
-                    pass
+            # under the lock, and only if nobody took the waiter meanwhile: a task that took it owns the files now
             fcntl.flock(handle, fcntl.LOCK_EX)
             if pg_waiter.read_state(handle).get("status") == "waiting":
+                if created:
+                    try:
+                        os.unlink(maintenance)
+                    except OSError:
+                        pass
                 st.update(status="failed", acted=False, ended=time.time(), maintenance_created=False,
                           error="%s (the waiter changed nothing and removed the maintenance file of its arming)" % exc.msg)
                 pg_waiter.write_state(handle, st)

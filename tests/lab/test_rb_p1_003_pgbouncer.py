@@ -9,6 +9,7 @@ import json
 import re
 import threading
 import time
+import uuid
 from typing import Any, Iterator
 
 import psycopg2
@@ -155,8 +156,11 @@ def test_planned_switch_through_pgbouncer_no_failed_request_no_lost_payment(pgbo
     assert f"PgBouncer entry pointed at {new} and resumed, no restart" in proc.stdout
 
 
-def test_crash_through_pgbouncer_app_writes_again_without_restart(pgbouncer_lab: dict[str, str]) -> None:
+def test_crash_through_pgbouncer_app_writes_again_without_restart(pgbouncer_lab: dict[str, str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     secrets = pgbouncer_lab
+    incident = f"INC-DRILL-CRASH-PGB-{uuid.uuid4().hex[:4]}"
+    monkeypatch.setenv("AKIG_INCIDENT_ID", incident)
     contract = sql("db-1", secrets, "SELECT min(id) FROM contracts")[0][0]
     pids = {host: backend_pids(host) for host in APPS}
     token = probe_token(secrets)
@@ -173,6 +177,21 @@ def test_crash_through_pgbouncer_app_writes_again_without_restart(pgbouncer_lab:
     assert set(acked) == present
     assert_switched_without_restart(secrets, pids, new, other)
     assert f"PgBouncer (found down: started) entry pointed at {new}" in proc.stdout
+    # both PgBouncers were repointed in the switch play, right after the promotion, and the write was proven through
+    # the app before the repoint play began; that play recorded them and repointed nothing twice
+    records = [json.loads(line) for line in (STATE / "incidents" / incident / "timeline.jsonl").read_text().splitlines()]
+    tasks = [(r.get("task"), r.get("host"), r.get("outcome")) for r in records if "task" in r]
+    probe = tasks.index(("Write the probe's row through the app (a real write on the primary, no business data)",
+                         "localhost", "changed"))
+    repoints = [(task, host, outcome) for task, host, outcome in tasks if host in APPS and task in (
+        "Point PgBouncer at the new primary and let the waiting transactions through",
+        "Point the restarted PgBouncer at the new primary")]
+    # app-1's PgBouncer was down: its repoint failed, the role started it and repointed it in its rescue
+    assert sorted(repoints) == [
+        ("Point PgBouncer at the new primary and let the waiting transactions through", "app-1", "failed"),
+        ("Point PgBouncer at the new primary and let the waiting transactions through", "app-2", "changed"),
+        ("Point the restarted PgBouncer at the new primary", "app-1", "changed")], repoints
+    assert all(tasks.index(r) < probe for r in repoints), (repoints, probe)
 
 
 def test_a_pause_that_cannot_finish_stops_the_run_before_the_primary_is_touched(pgbouncer_lab: dict[str, str]) -> None:
